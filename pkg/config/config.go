@@ -1,0 +1,183 @@
+package config
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// LogStyle selects the output format of the logger built by Config.NewLogger.
+type LogStyle string
+
+// The log styles accepted in LOG_STYLE.
+const (
+	// LogStyleJSON writes one JSON object per line (slog.JSONHandler).
+	LogStyleJSON LogStyle = "JSON"
+	// LogStyleStandard writes logfmt-style key=value lines (slog.TextHandler).
+	LogStyleStandard LogStyle = "STANDARD"
+	// LogStyleSimple is LogStyleStandard without the time attribute.
+	LogStyleSimple LogStyle = "SIMPLE"
+)
+
+// Durability selects when the embedded NATS server fsyncs JetStream writes.
+type Durability string
+
+// The durability modes accepted in COS_NATS_SYNC.
+const (
+	// DurabilityInterval keeps the nats-server default sync_interval: acks are not fsynced.
+	DurabilityInterval Durability = "interval"
+	// DurabilityAlways sets sync_interval: always, so every write is fsynced before it is acked.
+	DurabilityAlways Durability = "always"
+)
+
+// Values applied when a variable is unset or empty.
+const (
+	defaultAddress            = "0.0.0.0"
+	defaultPort               = 9000
+	defaultServiceName        = "chiefofstate"
+	defaultCommandTimeout     = 5 * time.Second
+	defaultHandlerCallTimeout = 60000 * time.Millisecond
+	defaultSnapshotFrequency  = 100
+	defaultSnapshotsToRetain  = 2
+	defaultNumShards          = 9
+	defaultLogLevel           = slog.LevelInfo
+	defaultLogStyle           = LogStyleJSON
+	defaultDataDir            = "./data"
+	defaultReplicas           = 1
+	defaultDurability         = DurabilityInterval
+	defaultStreamPrefix       = "COS"
+	defaultConflictRetries    = 32
+	defaultMaxCommandBytes    = 524288
+	defaultIdempotencyWindow  = 16
+	defaultStateCacheEntries  = 10000
+)
+
+// Config is the whole configuration of a chief-of-state process. The comment of each field
+// names its environment variable, its default in brackets and its valid range.
+type Config struct {
+	Address     string    // COS_ADDRESS [0.0.0.0]: gRPC listen address
+	Port        int       // COS_PORT [9000], 1..65535: gRPC listen port
+	ServiceName string    // COS_SERVICE_NAME [chiefofstate]
+	WriteSide   WriteSide // COS_WRITE_SIDE_*: the user's write-side handler
+
+	CommandTimeout     time.Duration // COS_COMMAND_HANDLER_TIMEOUT, whole seconds [5]; > 0
+	HandlerCallTimeout time.Duration // COS_GRPC_CALLS_TIMEOUT, milliseconds [60000]; > 0
+
+	SnapshotFrequency      int  // COS_SNAPSHOT_FREQUENCY [100], >= 0 (accepted for compatibility; unused)
+	NumSnapshotsToRetain   int  // COS_NUM_SNAPSHOTS_TO_RETAIN [2], >= 0 (accepted; unused)
+	DisableSnapshot        bool // COS_DISABLE_SNAPSHOT [false]: when true the KV snapshot cache is not used
+	JournalLogicalDeletion bool // COS_JOURNAL_LOGICAL_DELETION [false] (accepted; unused)
+
+	NumShards       int  // COS_NUM_SHARDS [9], 1..1024
+	ReadSideEnabled bool // COS_READ_SIDE_ENABLED [false]
+
+	LogLevel slog.Level // LOG_LEVEL DEBUG/INFO/WARN(ING)/ERROR, case-insensitive [INFO]
+	LogStyle LogStyle   // LOG_STYLE JSON/STANDARD/SIMPLE, case-insensitive [JSON]
+
+	NATS NATS // COS_NATS_*, COS_DATA_DIR: the NATS connection or embedded server
+
+	// ConflictRetries (COS_CONFLICT_RETRIES [32], 1..1000) is how often a worker reloads and
+	// retries after an optimistic-concurrency conflict.
+	ConflictRetries int
+	// MaxCommandBytes (COS_MAX_COMMAND_BYTES [524288], 1..8388608) is the largest serialized
+	// command Any accepted.
+	MaxCommandBytes int
+	// IdempotencyWindow (COS_IDEMPOTENCY_WINDOW [16], 0..256) is the number of command ids
+	// remembered per entity.
+	IdempotencyWindow int
+	// StateCacheEntries (COS_STATE_CACHE_ENTRIES [10000], 0..10000000) is the size of the
+	// worker's in-memory state cache; 0 turns it off.
+	StateCacheEntries int
+}
+
+// WriteSide describes the user's write-side handler (WriteSideHandlerService).
+type WriteSide struct {
+	Host   string // COS_WRITE_SIDE_HOST (required for the worker role)
+	Port   int    // COS_WRITE_SIDE_PORT (required for the worker role), 1..65535
+	UseTLS bool   // COS_WRITE_SIDE_USE_TLS [false]
+
+	// ProtoValidation (COS_WRITE_SIDE_PROTO_VALIDATION [false]) restricts the events and states
+	// returned by the handler to EventProtos and StateProtos, which must then both be non-empty.
+	ProtoValidation bool
+	EventProtos     []string // COS_WRITE_SIDE_EVENT_PROTOS: comma-separated full message names
+	StateProtos     []string // COS_WRITE_SIDE_STATE_PROTOS: comma-separated full message names
+
+	// PropagatedHeaders (COS_WRITE_SIDE_PROPAGATED_HEADERS) are the gRPC metadata keys copied
+	// from the incoming request to the handler call; lowercase, characters [a-z0-9-_.].
+	PropagatedHeaders []string
+	// PersistedHeaders (COS_WRITE_PERSISTED_HEADERS, note: no _SIDE_) are the gRPC metadata
+	// keys stored with the events; lowercase, characters [a-z0-9-_.].
+	PersistedHeaders []string
+}
+
+// NATS describes how this process reaches NATS JetStream.
+type NATS struct {
+	URL       string // COS_NATS_URL; empty = embedded NATS server (single-process mode)
+	CredsFile string // COS_NATS_CREDS: optional path to a NATS credentials file (external server)
+	DataDir   string // COS_DATA_DIR [./data]: embedded server storage
+	// Listen (COS_NATS_LISTEN) is an optional host:port on which the embedded server also
+	// accepts TCP clients; empty = in-process connections only.
+	Listen     string
+	Replicas   int        // COS_NATS_REPLICAS [1], 1..5: replicas of the streams/buckets created
+	Durability Durability // COS_NATS_SYNC [interval]: "interval" or "always" (embedded server only)
+	// StreamPrefix (COS_NATS_PREFIX [COS]) prefixes the stream and bucket names; it must match
+	// ^[A-Za-z0-9_-]{1,32}$.
+	StreamPrefix string
+}
+
+// Embedded reports whether this process runs its own NATS server, that is whether COS_NATS_URL
+// is empty.
+func (n NATS) Embedded() bool {
+	return strings.TrimSpace(n.URL) == ""
+}
+
+// Default returns the configuration of an empty environment. Its WriteSide is empty, so it
+// passes Config.Validate but not WriteSide.Validate.
+func Default() Config {
+	return Config{
+		Address:              defaultAddress,
+		Port:                 defaultPort,
+		ServiceName:          defaultServiceName,
+		CommandTimeout:       defaultCommandTimeout,
+		HandlerCallTimeout:   defaultHandlerCallTimeout,
+		SnapshotFrequency:    defaultSnapshotFrequency,
+		NumSnapshotsToRetain: defaultSnapshotsToRetain,
+		NumShards:            defaultNumShards,
+		LogLevel:             defaultLogLevel,
+		LogStyle:             defaultLogStyle,
+		NATS: NATS{
+			DataDir:      defaultDataDir,
+			Replicas:     defaultReplicas,
+			Durability:   defaultDurability,
+			StreamPrefix: defaultStreamPrefix,
+		},
+		ConflictRetries:   defaultConflictRetries,
+		MaxCommandBytes:   defaultMaxCommandBytes,
+		IdempotencyWindow: defaultIdempotencyWindow,
+		StateCacheEntries: defaultStateCacheEntries,
+	}
+}
+
+// NewLogger builds a *slog.Logger writing to w with the configured level and style: JSON uses
+// slog.NewJSONHandler, STANDARD and SIMPLE use slog.NewTextHandler, and SIMPLE omits the time
+// attribute. An unknown or empty style falls back to JSON.
+func (c Config) NewLogger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	var h slog.Handler
+	switch c.LogStyle {
+	case LogStyleStandard:
+		h = slog.NewTextHandler(w, opts)
+	case LogStyleSimple:
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+		h = slog.NewTextHandler(w, opts)
+	default:
+		h = slog.NewJSONHandler(w, opts)
+	}
+	return slog.New(h)
+}

@@ -1,0 +1,15 @@
+// Package config turns the process environment into a validated configuration for the
+// chief-of-state service.
+//
+// The variables are those of the original chief-of-state (section 5 of the contract), plus the
+// NATS settings that are new to this project (COS_NATS_*, COS_DATA_DIR) and a few tuning knobs
+// (COS_CONFLICT_RETRIES, COS_MAX_COMMAND_BYTES, COS_IDEMPOTENCY_WINDOW, COS_STATE_CACHE_ENTRIES).
+//
+// FromEnv parses an environment in os.Environ form, applies defaults and reports every problem
+// at once (errors.Join), each message starting with the name of the offending variable. Variables
+// of the Postgres/Akka/Kubernetes deployment of the original service are accepted, ignored and
+// returned by name so that the caller can log one line about them.
+//
+// Settings that only one role needs are checked separately: the worker role, which calls the
+// user's write-side handler, must also call WriteSide.Validate.
+package config
