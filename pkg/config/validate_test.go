@@ -163,8 +163,8 @@ func TestNewLogger(t *testing.T) {
 			c.LogStyle = tt.style
 			c.NewLogger(&buf).Info("hello", slog.Group("g", "time", "kept"))
 			out := buf.String()
-			if !strings.HasPrefix(out, "time=") != !tt.wantTime {
-				t.Errorf("time attribute present = %v, want %v: %q", strings.HasPrefix(out, "time="), tt.wantTime, out)
+			if got := strings.HasPrefix(out, "time="); got != tt.wantTime {
+				t.Errorf("time attribute present = %v, want %v: %q", got, tt.wantTime, out)
 			}
 			if !strings.Contains(out, "level=INFO msg=hello g.time=kept") {
 				t.Errorf("output %q", out)

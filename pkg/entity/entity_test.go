@@ -31,7 +31,7 @@ func TestJavaHashCode(t *testing.T) {
 		"a":                  97,
 		"hello":              99162322,
 		"polygenelubricants": math.MinInt32, // the well-known MinInt32 string
-		"\U0001F600":         1772899, // one astral rune = two UTF-16 code units (0xD83D, 0xDE00)
+		"\U0001F600":         1772899,       // one astral rune = two UTF-16 code units (0xD83D, 0xDE00)
 		"é":                  233,
 	}
 	for s, want := range cases {

@@ -1,0 +1,91 @@
+// Package layout names everything this project creates or uses on NATS: streams, buckets, subjects
+// and queue groups. One place, so the README's "NATS layout" and the code cannot drift apart.
+package layout
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/cosnats/cosnats/pkg/entity"
+)
+
+// DefaultPrefix is the default name prefix.
+const DefaultPrefix = "COS"
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// Layout derives names from one prefix: with "COS", the event stream is COS_EVENTS, the snapshot bucket
+// COS_STATE, event subjects cos.events.<shard>.<token> and command subjects cos.cmd.<shard>.<token>.
+type Layout struct {
+	prefix string // stream and bucket names
+	root   string // first subject token
+}
+
+// New validates prefix and returns its layout.
+func New(prefix string) (Layout, error) {
+	if !prefixRE.MatchString(prefix) {
+		return Layout{}, fmt.Errorf("layout prefix %q must match %s", prefix, prefixRE)
+	}
+	return Layout{prefix: prefix, root: strings.ToLower(prefix)}, nil
+}
+
+// Default is the layout for DefaultPrefix.
+func Default() Layout {
+	l, _ := New(DefaultPrefix)
+	return l
+}
+
+// EventStream is the name of the event stream.
+func (l Layout) EventStream() string { return l.prefix + "_EVENTS" }
+
+// StateBucket is the name of the KV bucket used as snapshot cache.
+func (l Layout) StateBucket() string { return l.prefix + "_STATE" }
+
+// EventSubjects is the event stream's subject filter.
+func (l Layout) EventSubjects() string { return l.root + ".events.>" }
+
+// EventSubject is the subject holding one entity's events.
+func (l Layout) EventSubject(k entity.Key) string {
+	return l.root + ".events." + strconv.Itoa(k.Shard) + "." + k.Token
+}
+
+// ShardEventSubjects filters the events of one shard (a read side consumes one shard per consumer).
+func (l Layout) ShardEventSubjects(shard int) string {
+	return l.root + ".events." + strconv.Itoa(shard) + ".*"
+}
+
+// CommandSubject is the subject a command for one entity is sent on.
+func (l Layout) CommandSubject(k entity.Key) string {
+	return l.root + ".cmd." + strconv.Itoa(k.Shard) + "." + k.Token
+}
+
+// CommandSubjects matches every command subject; workers subscribe to it.
+func (l Layout) CommandSubjects() string { return l.root + ".cmd.*.*" }
+
+// WorkerQueue is the queue group shared by all workers, so each command reaches exactly one.
+func (l Layout) WorkerQueue() string { return l.root + "-workers" }
+
+// ParseCommandSubject returns the shard and entity token of a command subject.
+func (l Layout) ParseCommandSubject(subject string) (shard int, token string, err error) {
+	rest, ok := strings.CutPrefix(subject, l.root+".cmd.")
+	if !ok {
+		return 0, "", fmt.Errorf("subject %q is not a command subject", subject)
+	}
+	s, tok, ok := strings.Cut(rest, ".")
+	if !ok || tok == "" || strings.Contains(tok, ".") {
+		return 0, "", fmt.Errorf("subject %q is not a command subject", subject)
+	}
+	shard, err = strconv.Atoi(s)
+	if err != nil {
+		return 0, "", fmt.Errorf("subject %q has no shard number", subject)
+	}
+	return shard, tok, nil
+}
+
+// KeySubjectMatches reports whether a command for k arrived on k's own subject. Commands for one entity
+// must share a subject, or per-entity ordering at the workers would not hold.
+func (l Layout) KeySubjectMatches(k entity.Key, subject string) bool {
+	return subject == l.CommandSubject(k)
+}

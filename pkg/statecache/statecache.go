@@ -1,0 +1,217 @@
+// Package statecache keeps recent entity heads close to the workers: a bounded in-process LRU in
+// front of a JetStream KV bucket. It is only a cache: entries may be stale, missing or wiped at any
+// time, and the event log's optimistic-concurrency check catches every stale read.
+package statecache
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
+	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
+	"github.com/cosnats/cosnats/pkg/entity"
+	"github.com/cosnats/cosnats/pkg/eventlog"
+	"github.com/cosnats/cosnats/pkg/layout"
+)
+
+// Config sets the cache's size and its KV bucket.
+type Config struct {
+	Layout   layout.Layout
+	Entries  int  // in-process entries; 0 disables the LRU
+	UseKV    bool // false disables the KV bucket (COS_DISABLE_SNAPSHOT)
+	Replicas int
+	// TTL bounds how long an untouched entity stays in the bucket, so the bucket does not grow with
+	// every entity ever written.
+	TTL time.Duration
+}
+
+// Cache is safe for concurrent use. The zero value is not usable; call Open.
+type Cache struct {
+	lru    *lru
+	kv     jetstream.KeyValue
+	nc     *nats.Conn
+	prefix string // KV key subject prefix, "$KV.<bucket>."
+	log    *slog.Logger
+}
+
+// Open creates or binds the KV bucket (when enabled) and the LRU.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*Cache, error) {
+	c := &Cache{log: log}
+	if cfg.Entries > 0 {
+		c.lru = newLRU(cfg.Entries)
+	}
+	if !cfg.UseKV {
+		return c, nil
+	}
+	name := cfg.Layout.StateBucket()
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      name,
+		Description: "chief-of-state snapshot cache (Snapshot per entity; may be wiped at any time)",
+		History:     1,
+		TTL:         cfg.TTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open state bucket %s: %w", name, err)
+	}
+	c.kv, c.nc, c.prefix = kv, js.Conn(), "$KV."+name+"."
+	return c, nil
+}
+
+// Get returns a cached head, if any. Errors only cost a cache miss.
+func (c *Cache) Get(ctx context.Context, k entity.Key) (eventlog.Head, bool) {
+	if h, ok := c.lru.get(k.Token); ok {
+		return h, true
+	}
+	if c.kv == nil {
+		return eventlog.Head{}, false
+	}
+	e, err := c.kv.Get(ctx, k.Token)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			c.log.Debug("state cache read failed", "entity", k.ID, "err", err)
+		}
+		return eventlog.Head{}, false
+	}
+	h, err := decode(e.Value())
+	if err != nil {
+		c.log.Warn("ignoring undecodable state cache entry", "entity", k.ID, "err", err)
+		return eventlog.Head{}, false
+	}
+	c.lru.put(k.Token, h)
+	return h, true
+}
+
+// Put records a head after a successful append. The KV write is fire-and-forget: it costs no round
+// trip on the command path, and a lost or reordered write only makes the cache stale.
+func (c *Cache) Put(k entity.Key, h eventlog.Head) {
+	c.lru.put(k.Token, h)
+	if c.kv == nil {
+		return
+	}
+	data, err := proto.Marshal(encode(h))
+	if err == nil {
+		err = c.nc.Publish(c.prefix+k.Token, data)
+	}
+	if err != nil {
+		c.log.Debug("state cache write failed", "entity", k.ID, "err", err)
+	}
+}
+
+// Forget drops an entity from the in-process cache, e.g. after a conflict proved it stale.
+func (c *Cache) Forget(k entity.Key) { c.lru.remove(k.Token) }
+
+func encode(h eventlog.Head) *natspb.Snapshot {
+	return &natspb.Snapshot{
+		State:          &cospb.StateWrapper{State: h.State, Meta: h.Meta},
+		Sequence:       h.Seq,
+		RecentCommands: h.Recent.String(),
+		CommandId:      h.CommandID,
+	}
+}
+
+func decode(data []byte) (eventlog.Head, error) {
+	var s natspb.Snapshot
+	if err := proto.Unmarshal(data, &s); err != nil {
+		return eventlog.Head{}, err
+	}
+	recent, err := eventlog.ParseRecent(s.GetRecentCommands())
+	if err != nil {
+		return eventlog.Head{}, err
+	}
+	if s.GetSequence() == 0 || s.GetState().GetMeta() == nil {
+		return eventlog.Head{}, errors.New("snapshot without sequence or meta")
+	}
+	return eventlog.Head{
+		Seq:       s.GetSequence(),
+		State:     s.GetState().GetState(),
+		Meta:      s.GetState().GetMeta(),
+		CommandID: s.GetCommandId(),
+		Recent:    recent,
+	}, nil
+}
+
+// lru is a plain mutex-guarded LRU; a nil *lru is an always-empty cache.
+type lru struct {
+	mu    sync.Mutex
+	max   int
+	order *list.List // front = most recent; values are *lruEntry
+	items map[string]*list.Element
+}
+
+type lruEntry struct {
+	key  string
+	head eventlog.Head
+}
+
+func newLRU(max int) *lru {
+	return &lru{max: max, order: list.New(), items: make(map[string]*list.Element, max)}
+}
+
+func (l *lru) get(key string) (eventlog.Head, bool) {
+	if l == nil {
+		return eventlog.Head{}, false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.items[key]
+	if !ok {
+		return eventlog.Head{}, false
+	}
+	l.order.MoveToFront(e)
+	return e.Value.(*lruEntry).head, true
+}
+
+func (l *lru) put(key string, h eventlog.Head) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.items[key]; ok {
+		// Never replace a newer head with an older one (two workers' writes may race).
+		if cur := e.Value.(*lruEntry); cur.head.Seq <= h.Seq {
+			cur.head = h
+		}
+		l.order.MoveToFront(e)
+		return
+	}
+	l.items[key] = l.order.PushFront(&lruEntry{key: key, head: h})
+	if l.order.Len() > l.max {
+		oldest := l.order.Back()
+		l.order.Remove(oldest)
+		delete(l.items, oldest.Value.(*lruEntry).key)
+	}
+}
+
+func (l *lru) remove(key string) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.items[key]; ok {
+		l.order.Remove(e)
+		delete(l.items, key)
+	}
+}
+
+// Len is the number of in-process entries.
+func (c *Cache) Len() int {
+	if c.lru == nil {
+		return 0
+	}
+	c.lru.mu.Lock()
+	defer c.lru.mu.Unlock()
+	return c.lru.order.Len()
+}

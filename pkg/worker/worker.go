@@ -1,0 +1,395 @@
+// Package worker is the stateless command executor. It takes commands from the per-entity command
+// subjects (one queue group shared by all workers), runs them with the application's write handler and
+// appends the resulting events with an expected-sequence check, so any number of workers may run and
+// JetStream alone decides which write for an entity wins.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
+	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
+	"github.com/cosnats/cosnats/pkg/command"
+	"github.com/cosnats/cosnats/pkg/entity"
+	"github.com/cosnats/cosnats/pkg/eventlog"
+	"github.com/cosnats/cosnats/pkg/layout"
+)
+
+// AppendTimeout bounds one append once it has started. An append is never abandoned because the
+// command's deadline passed: the reply wait at the gateway includes this time (see ReplyGrace).
+const AppendTimeout = 2 * time.Second
+
+// ReplyGrace is how long past a command's deadline its outcome may still be decided and sent.
+const ReplyGrace = AppendTimeout + 500*time.Millisecond
+
+// Config are the worker's settings.
+type Config struct {
+	Layout            layout.Layout
+	NumShards         int
+	Rules             command.Rules
+	CommandTimeout    time.Duration // deadline of a command that does not carry one
+	ConflictRetries   int
+	IdempotencyWindow int
+	MaxCommandBytes   int
+	MaxConcurrent     int // entities processed at once by this worker; 0 = 1024
+}
+
+// Validate checks the settings.
+func (c Config) Validate() error {
+	switch {
+	case c.NumShards < 1:
+		return errors.New("worker: NumShards must be >= 1")
+	case c.CommandTimeout <= 0:
+		return errors.New("worker: CommandTimeout must be > 0")
+	case c.ConflictRetries < 0:
+		return errors.New("worker: ConflictRetries must be >= 0")
+	case c.MaxCommandBytes <= 0:
+		return errors.New("worker: MaxCommandBytes must be > 0")
+	}
+	return nil
+}
+
+// Store is the event log as the worker uses it.
+type Store interface {
+	Last(ctx context.Context, k entity.Key) (eventlog.Head, error)
+	At(ctx context.Context, k entity.Key, seq uint64) (eventlog.Head, error)
+	Append(ctx context.Context, a eventlog.Append) (uint64, error)
+	MaxPayload() int64
+}
+
+// Cache is the snapshot cache as the worker uses it.
+type Cache interface {
+	Get(ctx context.Context, k entity.Key) (eventlog.Head, bool)
+	Put(k entity.Key, h eventlog.Head)
+	Forget(k entity.Key)
+}
+
+// Deps are the worker's collaborators.
+type Deps struct {
+	Conn    *nats.Conn
+	Store   Store
+	Cache   Cache
+	Handler command.Handler
+	Logger  *slog.Logger
+}
+
+// Stats are counters for tests and metrics.
+type Stats struct {
+	Commands  uint64 // commands executed
+	Appends   uint64 // successful appends
+	Conflicts uint64 // appends rejected by the expected-sequence check
+	Replays   uint64 // commands answered from the log because their id was already applied
+}
+
+// Worker executes commands. Create with New, start with Run.
+type Worker struct {
+	cfg  Config
+	deps Deps
+
+	commands, appends, conflicts, replays atomic.Uint64
+}
+
+// New builds a worker; it starts nothing.
+func New(cfg Config, deps Deps) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = 1024
+	}
+	return &Worker{cfg: cfg, deps: deps}, nil
+}
+
+// Stats returns the counters so far.
+func (w *Worker) Stats() Stats {
+	return Stats{Commands: w.commands.Load(), Appends: w.appends.Load(), Conflicts: w.conflicts.Load(), Replays: w.replays.Load()}
+}
+
+// Run serves commands until ctx ends, then stops taking new ones and finishes those in progress.
+func (w *Worker) Run(ctx context.Context) error {
+	// Commands in progress finish even when ctx ends: an append that started is seen through.
+	base := context.WithoutCancel(ctx)
+	q := newSerializer(w.cfg.MaxConcurrent, func(m *nats.Msg) { w.serve(base, m) })
+	sub, err := w.deps.Conn.QueueSubscribe(w.cfg.Layout.CommandSubjects(), w.cfg.Layout.WorkerQueue(), q.enqueue)
+	if err != nil {
+		return fmt.Errorf("subscribe to commands: %w", err)
+	}
+	// Unlimited pending: back-pressure comes from the concurrency bound, not from dropped commands.
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		return fmt.Errorf("set pending limits: %w", err)
+	}
+	if err := w.deps.Conn.Flush(); err != nil {
+		return fmt.Errorf("subscribe to commands: %w", err)
+	}
+	w.deps.Logger.Info("worker taking commands", "subject", w.cfg.Layout.CommandSubjects(), "queue", w.cfg.Layout.WorkerQueue())
+	<-ctx.Done()
+	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		w.deps.Logger.Warn("unsubscribe from commands", "err", err)
+	}
+	q.wait()
+	return nil
+}
+
+// serve executes one command message and replies when the sender asked for a reply.
+func (w *Worker) serve(ctx context.Context, m *nats.Msg) {
+	reply := w.Execute(ctx, m.Subject, m.Data)
+	if m.Reply == "" {
+		return
+	}
+	data, err := proto.Marshal(reply)
+	if err == nil {
+		err = m.Respond(data)
+	}
+	if err != nil {
+		w.deps.Logger.Warn("reply to command", "subject", m.Subject, "err", err)
+	}
+}
+
+// Execute runs one encoded CommandRequest that arrived on subject and returns the reply.
+func (w *Worker) Execute(ctx context.Context, subject string, data []byte) *natspb.CommandReply {
+	resp, replayed, err := w.execute(ctx, subject, data)
+	if err != nil {
+		st, _ := status.FromError(err)
+		b, merr := proto.Marshal(st.Proto())
+		if merr != nil {
+			b, _ = proto.Marshal(status.New(codes.Internal, "internal error").Proto())
+		}
+		return &natspb.CommandReply{Outcome: &natspb.CommandReply_Status{Status: b}}
+	}
+	return &natspb.CommandReply{Outcome: &natspb.CommandReply_Response{Response: resp}, Replayed: replayed}
+}
+
+func (w *Worker) decode(subject string, data []byte) (*natspb.CommandRequest, entity.Key, error) {
+	var req natspb.CommandRequest
+	if err := proto.Unmarshal(data, &req); err != nil {
+		return nil, entity.Key{}, status.Errorf(codes.InvalidArgument, "malformed command request: %v", err)
+	}
+	key, err := entity.NewKey(req.GetEntityId(), w.cfg.NumShards)
+	if err != nil {
+		return nil, entity.Key{}, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if !w.cfg.Layout.KeySubjectMatches(key, subject) {
+		return nil, entity.Key{}, status.Errorf(codes.InvalidArgument,
+			"command for entity %q must be sent on %s, not %s", key.ID, w.cfg.Layout.CommandSubject(key), subject)
+	}
+	if req.GetCommand().GetTypeUrl() == "" {
+		return nil, entity.Key{}, status.Error(codes.InvalidArgument, "missing command")
+	}
+	if n := proto.Size(req.GetCommand()); n > w.cfg.MaxCommandBytes {
+		return nil, entity.Key{}, status.Errorf(codes.InvalidArgument, "command is %d bytes, the limit is %d", n, w.cfg.MaxCommandBytes)
+	}
+	if id := req.GetCommandId(); id != "" {
+		if err := command.ValidateCommandID(id); err != nil {
+			return nil, entity.Key{}, status.Error(codes.InvalidArgument, err.Error())
+		}
+	} else {
+		req.CommandId = nuid.Next() // still lets this worker settle a timed-out append exactly once
+	}
+	return &req, key, nil
+}
+
+func (w *Worker) execute(base context.Context, subject string, data []byte) (*cospb.ProcessCommandResponse, bool, error) {
+	req, key, err := w.decode(subject, data)
+	if err != nil {
+		return nil, false, err
+	}
+	w.commands.Add(1)
+	deadline := time.Now().Add(w.cfg.CommandTimeout)
+	if d := req.GetDeadlineUnixNano(); d > 0 && time.Unix(0, d).Before(deadline) {
+		deadline = time.Unix(0, d)
+	}
+	ctx, cancel := context.WithDeadline(base, deadline)
+	defer cancel()
+	if ctx.Err() != nil {
+		return nil, false, status.Error(codes.DeadlineExceeded, "the command's deadline passed before a worker took it; nothing was persisted")
+	}
+	creq := command.Request{
+		EntityID:          key.ID,
+		Command:           req.GetCommand(),
+		PropagatedHeaders: req.GetPropagatedHeaders(),
+		PersistedHeaders:  req.GetPersistedHeaders(),
+	}
+	head, err := w.load(ctx, key, true)
+	for attempt := 0; ; attempt++ {
+		if err != nil {
+			return nil, false, w.notPersisted(ctx, "load entity", err)
+		}
+		if seq, ok := head.Applied(req.GetCommandId()); ok {
+			return w.replay(ctx, key, head, seq)
+		}
+		prior := command.FreshPrior(key.ID)
+		if head.Seq > 0 {
+			prior = command.Prior{State: head.State, Meta: head.Meta}
+		}
+		res, err := command.Run(ctx, w.deps.Handler, w.cfg.Rules, prior, creq)
+		if err != nil {
+			return nil, false, err
+		}
+		if len(res.Events) == 0 {
+			return &cospb.ProcessCommandResponse{State: prior.State, Meta: prior.Meta}, false, nil
+		}
+		app, err := w.prepare(key, head, req.GetCommandId(), res)
+		if err != nil {
+			return nil, false, err
+		}
+		if ctx.Err() != nil {
+			return nil, false, status.Error(codes.DeadlineExceeded, "the command's deadline passed before its events were persisted; nothing was persisted")
+		}
+		actx, acancel := context.WithTimeout(base, AppendTimeout)
+		seq, aerr := w.deps.Store.Append(actx, app)
+		acancel()
+		if aerr == nil {
+			w.appends.Add(1)
+			last := res.Events[len(res.Events)-1]
+			w.deps.Cache.Put(key, eventlog.Head{Seq: seq, State: last.GetResultingState(), Meta: last.GetMeta(), CommandID: app.CommandID, Recent: app.Recent})
+			return &cospb.ProcessCommandResponse{State: last.GetResultingState(), Meta: last.GetMeta()}, false, nil
+		}
+		if errors.Is(aerr, eventlog.ErrConflict) {
+			w.conflicts.Add(1)
+			w.deps.Cache.Forget(key)
+			if attempt >= w.cfg.ConflictRetries {
+				return nil, false, status.Errorf(codes.Aborted,
+					"entity %q changed concurrently %d times in a row; nothing was persisted, retry the command", key.ID, attempt+1)
+			}
+			head, err = w.load(ctx, key, false)
+			continue
+		}
+		return w.settle(base, key, req.GetCommandId(), aerr)
+	}
+}
+
+// prepare marshals the events and checks they fit in one NATS message each.
+func (w *Worker) prepare(key entity.Key, head eventlog.Head, commandID string, res command.Result) (eventlog.Append, error) {
+	app := eventlog.Append{Key: key, ExpectedSeq: head.Seq, CommandID: commandID, Events: make([][]byte, len(res.Events))}
+	if head.Seq > 0 && head.CommandID != "" {
+		app.Recent = head.Recent.Push(head.CommandID, head.Seq, w.cfg.IdempotencyWindow)
+	}
+	limit := w.deps.Store.MaxPayload() - 1024 // room for headers
+	for i, ev := range res.Events {
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			return eventlog.Append{}, status.Errorf(codes.InvalidArgument, "event %d cannot be encoded: %v", i+1, err)
+		}
+		if int64(len(b)) > limit {
+			return eventlog.Append{}, status.Errorf(codes.InvalidArgument,
+				"event %d with its resulting state is %d bytes, over the %d-byte message limit; nothing was persisted", i+1, len(b), limit)
+		}
+		app.Events[i] = b
+	}
+	return app, nil
+}
+
+// load reads an entity's head: from the cache when allowed, else from the event log.
+func (w *Worker) load(ctx context.Context, key entity.Key, cached bool) (eventlog.Head, error) {
+	if cached {
+		if h, ok := w.deps.Cache.Get(ctx, key); ok {
+			return h, nil
+		}
+	}
+	return w.deps.Store.Last(ctx, key)
+}
+
+// replay answers a command whose id was already applied with the result it had then.
+func (w *Worker) replay(ctx context.Context, key entity.Key, head eventlog.Head, seq uint64) (*cospb.ProcessCommandResponse, bool, error) {
+	w.replays.Add(1)
+	if seq != head.Seq {
+		h, err := w.deps.Store.At(ctx, key, seq)
+		if err != nil {
+			return nil, false, w.unavailable("read the original result", err)
+		}
+		head = h
+	}
+	return &cospb.ProcessCommandResponse{State: head.State, Meta: head.Meta}, true, nil
+}
+
+// settle decides an append that failed without a conflict. A definite failure stored nothing. Otherwise
+// the log is asked whether the command landed; if that cannot be told, the caller hears exactly that.
+func (w *Worker) settle(base context.Context, key entity.Key, commandID string, aerr error) (*cospb.ProcessCommandResponse, bool, error) {
+	if eventlog.IsDefinite(aerr) {
+		return nil, false, w.unavailable("persist events", aerr)
+	}
+	ctx, cancel := context.WithTimeout(base, AppendTimeout/4)
+	defer cancel()
+	head, err := w.deps.Store.Last(ctx, key)
+	if err == nil {
+		if seq, ok := head.Applied(commandID); ok {
+			return w.replay(ctx, key, head, seq)
+		}
+	}
+	w.deps.Logger.Warn("append outcome unknown", "entity", key.ID, "command_id", commandID, "err", aerr)
+	return nil, false, status.Errorf(codes.Unknown,
+		"the outcome of command %s is unknown: the event store did not confirm the append in time; retry with the same x-cos-command-id to learn it", commandID)
+}
+
+func (w *Worker) notPersisted(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return status.Errorf(codes.DeadlineExceeded, "the command's deadline passed (%s); nothing was persisted", what)
+	}
+	return w.unavailable(what, err)
+}
+
+func (w *Worker) unavailable(what string, err error) error {
+	w.deps.Logger.Error("command failed", "step", what, "err", err)
+	return status.Errorf(codes.Unavailable, "%s failed: the event store is unavailable; nothing was persisted", what)
+}
+
+// serializer runs messages for one entity one at a time, in arrival order, and different entities in
+// parallel up to a bound. Ordering within an entity keeps a worker from racing itself on the
+// expected-sequence check.
+type serializer struct {
+	run  func(*nats.Msg)
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	busy map[string][]*nats.Msg // entity subject → queued messages behind the running one
+}
+
+func newSerializer(max int, run func(*nats.Msg)) *serializer {
+	return &serializer{run: run, sem: make(chan struct{}, max), busy: make(map[string][]*nats.Msg)}
+}
+
+// enqueue is the subscription callback; it blocks when max entities are in progress.
+func (s *serializer) enqueue(m *nats.Msg) {
+	s.mu.Lock()
+	if q, ok := s.busy[m.Subject]; ok {
+		s.busy[m.Subject] = append(q, m)
+		s.mu.Unlock()
+		return
+	}
+	s.busy[m.Subject] = nil
+	s.mu.Unlock()
+	s.sem <- struct{}{}
+	s.wg.Add(1)
+	go s.drain(m)
+}
+
+func (s *serializer) drain(m *nats.Msg) {
+	defer s.wg.Done()
+	defer func() { <-s.sem }()
+	for {
+		s.run(m)
+		s.mu.Lock()
+		q := s.busy[m.Subject]
+		if len(q) == 0 {
+			delete(s.busy, m.Subject)
+			s.mu.Unlock()
+			return
+		}
+		m, s.busy[m.Subject] = q[0], q[1:]
+		s.mu.Unlock()
+	}
+}
+
+func (s *serializer) wait() { s.wg.Wait() }
