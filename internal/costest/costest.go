@@ -1,0 +1,160 @@
+// Package costest starts real components for tests: an embedded nats-server, gRPC servers on loopback
+// and whole nodes (gateway and/or worker) wired to them. No mocks: tests talk to what users run.
+package costest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
+	"github.com/cosnats/cosnats/pkg/config"
+	"github.com/cosnats/cosnats/pkg/natsembed"
+	"github.com/cosnats/cosnats/pkg/node"
+)
+
+// StartNATS starts an embedded JetStream server listening on a loopback port.
+func StartNATS(t testing.TB) *natsembed.Server {
+	t.Helper()
+	srv, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatalf("start NATS: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv
+}
+
+// JetStream connects to srv and returns a JetStream handle.
+func JetStream(t testing.TB, srv *natsembed.Server) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return nc, js
+}
+
+// ServeGRPC starts a gRPC server on 127.0.0.1:0 with whatever register adds and returns its port.
+func ServeGRPC(t testing.TB, register func(*grpc.Server)) int {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	s := grpc.NewServer()
+	register(s)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Serve(lis) }()
+	t.Cleanup(func() { s.Stop(); <-done })
+	return lis.Addr().(*net.TCPAddr).Port
+}
+
+// Config is a valid configuration for a node using the NATS server at natsURL ("" = embedded in
+// dataDir) and the write handler on 127.0.0.1:handlerPort.
+func Config(t testing.TB, natsURL string, handlerPort int) config.Config {
+	t.Helper()
+	env := []string{
+		"COS_WRITE_SIDE_HOST=127.0.0.1",
+		"COS_WRITE_SIDE_PORT=" + strconv.Itoa(handlerPort),
+		"COS_DATA_DIR=" + t.TempDir(),
+	}
+	if natsURL != "" {
+		env = append(env, "COS_NATS_URL="+natsURL)
+	}
+	cfg, _, err := config.FromEnv(env)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+// Logger discards logs unless the test runs with -v.
+func Logger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// Node is a running node.
+type Node struct {
+	node.Info
+	stop func() error
+}
+
+// Stop ends the node and waits for it; Run's error is returned.
+func (n *Node) Stop() error { return n.stop() }
+
+// StartNode runs a node with the given roles until the test ends (or Stop).
+func StartNode(t testing.TB, cfg config.Config, roles node.Roles) *Node {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var lis net.Listener
+	if roles.Gateway || cfg.NATS.Embedded() {
+		var err error
+		if lis, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+	}
+	ready := make(chan node.Info, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- node.Run(ctx, cfg, node.Options{Roles: roles, Logger: Logger(t), Listener: lis, Ready: func(i node.Info) { ready <- i }})
+	}()
+	n := &Node{}
+	select {
+	case n.Info = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("node did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("node did not start within 30s")
+	}
+	var stopped bool
+	var stopErr error
+	n.stop = func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			stopErr = <-done
+		}
+		return stopErr
+	}
+	t.Cleanup(func() {
+		if err := n.Stop(); err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("node stopped with error: %v", err)
+		}
+	})
+	return n
+}
+
+// Client dials a gateway.
+func Client(t testing.TB, addr string) cospb.ChiefOfStateServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return cospb.NewChiefOfStateServiceClient(conn)
+}

@@ -1,0 +1,165 @@
+// Package gateway serves ChiefOfStateService: it validates each call, sends commands to the workers
+// over NATS request/reply on the entity's command subject, and reads state straight from the event log.
+// It is the one place where this process's errors become gRPC statuses.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
+	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
+	"github.com/cosnats/cosnats/pkg/command"
+	"github.com/cosnats/cosnats/pkg/entity"
+	"github.com/cosnats/cosnats/pkg/eventlog"
+	"github.com/cosnats/cosnats/pkg/layout"
+	"github.com/cosnats/cosnats/pkg/worker"
+)
+
+// CommandIDKey is the gRPC metadata key of the idempotency key. The gateway echoes the id it used in
+// the response header of the same name (generating one when the caller sent none).
+const CommandIDKey = "x-cos-command-id"
+
+// Config are the gateway's settings.
+type Config struct {
+	Layout            layout.Layout
+	NumShards         int
+	CommandTimeout    time.Duration
+	MaxCommandBytes   int
+	PropagatedHeaders []string
+	PersistedHeaders  []string
+}
+
+// Reader reads entity heads; the event log implements it.
+type Reader interface {
+	Last(ctx context.Context, k entity.Key) (eventlog.Head, error)
+}
+
+// Service implements cospb.ChiefOfStateServiceServer.
+type Service struct {
+	cospb.UnimplementedChiefOfStateServiceServer
+	cfg    Config
+	nc     *nats.Conn
+	reader Reader
+	log    *slog.Logger
+}
+
+// New builds the service.
+func New(cfg Config, nc *nats.Conn, reader Reader, log *slog.Logger) *Service {
+	return &Service{cfg: cfg, nc: nc, reader: reader, log: log}
+}
+
+// ProcessCommand implements the COS RPC.
+func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandRequest) (*cospb.ProcessCommandResponse, error) {
+	key, err := entity.NewKey(req.GetEntityId(), s.cfg.NumShards)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if req.GetCommand().GetTypeUrl() == "" {
+		return nil, status.Error(codes.InvalidArgument, "missing command")
+	}
+	if n := proto.Size(req.GetCommand()); n > s.cfg.MaxCommandBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "command is %d bytes, the limit is %d", n, s.cfg.MaxCommandBytes)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	commandID := nuid.Next()
+	if ids := md.Get(CommandIDKey); len(ids) > 0 {
+		if err := command.ValidateCommandID(ids[0]); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "%s: %v", CommandIDKey, err)
+		}
+		commandID = ids[0]
+	}
+	// Tell the caller which id to retry with, before anything can fail.
+	_ = grpc.SetHeader(ctx, metadata.Pairs(CommandIDKey, commandID))
+
+	deadline := time.Now().Add(s.cfg.CommandTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Add(-worker.ReplyGrace).Before(deadline) {
+		// Leave room for an append that starts just before the deadline to be reported in time.
+		deadline = d.Add(-worker.ReplyGrace)
+		if time.Until(deadline) <= 0 {
+			deadline = d
+		}
+	}
+	data, err := proto.Marshal(&natspb.CommandRequest{
+		EntityId:          key.ID,
+		Command:           req.GetCommand(),
+		PropagatedHeaders: command.PickHeaders(md, s.cfg.PropagatedHeaders),
+		PersistedHeaders:  command.PickHeaders(md, s.cfg.PersistedHeaders),
+		CommandId:         commandID,
+		DeadlineUnixNano:  deadline.UnixNano(),
+	})
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "command cannot be encoded: %v", err)
+	}
+	msg := nats.NewMsg(s.cfg.Layout.CommandSubject(key))
+	msg.Data = data
+	wctx, cancel := context.WithDeadline(ctx, deadline.Add(worker.ReplyGrace))
+	defer cancel()
+	resp, err := s.nc.RequestMsgWithContext(wctx, msg)
+	if err != nil {
+		return nil, s.requestError(ctx, commandID, err)
+	}
+	var reply natspb.CommandReply
+	if err := proto.Unmarshal(resp.Data, &reply); err != nil {
+		s.log.Error("undecodable worker reply", "err", err)
+		return nil, status.Errorf(codes.Unknown, "undecodable reply from a worker: the outcome of command %s is unknown; retry with the same %s", commandID, CommandIDKey)
+	}
+	switch out := reply.GetOutcome().(type) {
+	case *natspb.CommandReply_Response:
+		return out.Response, nil
+	case *natspb.CommandReply_Status:
+		var st spb.Status
+		if err := proto.Unmarshal(out.Status, &st); err != nil {
+			return nil, status.Errorf(codes.Unknown, "undecodable error from a worker: the outcome of command %s is unknown", commandID)
+		}
+		return nil, status.FromProto(&st).Err()
+	}
+	return nil, status.Errorf(codes.Unknown, "empty reply from a worker: the outcome of command %s is unknown", commandID)
+}
+
+// requestError maps a failed NATS request. Only "no responders" is certain to have done nothing.
+func (s *Service) requestError(ctx context.Context, commandID string, err error) error {
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return status.Error(codes.Unavailable, "no worker is available; the command was not processed")
+	case ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
+		return status.Errorf(codes.Canceled, "call cancelled: the outcome of command %s is unknown; retry with the same %s", commandID, CommandIDKey)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return status.Errorf(codes.Unknown, "no reply from a worker in time: the outcome of command %s is unknown; retry with the same %s to learn it", commandID, CommandIDKey)
+	}
+	s.log.Error("command request failed", "command_id", commandID, "err", err)
+	return status.Errorf(codes.Unknown, "sending the command failed: the outcome of command %s is unknown; retry with the same %s", commandID, CommandIDKey)
+}
+
+// GetState implements the COS RPC. It reads the entity's last event from the stream leader, so it
+// sees every command that was acknowledged before it was called.
+func (s *Service) GetState(ctx context.Context, req *cospb.GetStateRequest) (*cospb.GetStateResponse, error) {
+	key, err := entity.NewKey(req.GetEntityId(), s.cfg.NumShards)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	head, err := s.reader.Last(ctx, key)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		s.log.Error("read state", "entity", key.ID, "err", err)
+		return nil, status.Error(codes.Unavailable, "the event store is unavailable")
+	}
+	if head.Seq == 0 {
+		return nil, status.Error(codes.NotFound, fmt.Sprintf("entity %q not found", key.ID))
+	}
+	return &cospb.GetStateResponse{State: head.State, Meta: head.Meta}, nil
+}
