@@ -16,7 +16,7 @@ proto:
 # Fail when the committed generated code is stale.
 check-proto: proto
 	@git diff --exit-code -- gen examples || (echo "generated code is stale: run 'make proto' and commit" >&2; exit 1)
-	@test -z "$$(git status --porcelain -- gen examples | grep '^??')" || (echo "untracked generated files: run 'make proto' and commit" >&2; git status --porcelain -- gen examples; exit 1)
+	@test -z "$$(git status --porcelain --untracked-files=all -- gen examples | grep '^??.*\.pb\.go$$')" || (echo "untracked generated files: run 'make proto' and commit" >&2; exit 1)
 
 fmt:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:" >&2; gofmt -l $$(git ls-files '*.go') >&2; exit 1)
