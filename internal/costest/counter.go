@@ -31,6 +31,7 @@ import (
 //	emptystate     one event whose HandleEvent returns no state
 //	wrongevent     one StringValue event
 //	wrongstate     one event whose resulting state is a StringValue
+//	hang           blocks until the call's deadline, then fails with it
 //
 // The state is an Int64Value with the sum, so with +1 events a resulting state equal to the revision
 // proves each event was applied on the previous event's state (see CheckRevisions).
@@ -110,6 +111,9 @@ func (c *Counter) HandleCommand(ctx context.Context, req *cospb.HandleCommandReq
 		return &cospb.HandleCommandResponse{Events: events}, nil
 	case "noop":
 		return &cospb.HandleCommandResponse{}, nil
+	case "hang":
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
 	case "bad":
 		st, _ := status.New(codes.InvalidArgument, "bad command").WithDetails(&errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "value", Description: "must not be bad"}},
