@@ -127,6 +127,12 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		})
 	}
 	if opts.Ready != nil {
+		if info.Worker != nil {
+			select {
+			case <-info.Worker.Subscribed():
+			case <-gctx.Done():
+			}
+		}
 		opts.Ready(info)
 	}
 	err = g.Wait()

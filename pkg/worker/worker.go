@@ -99,6 +99,7 @@ type Worker struct {
 	deps Deps
 
 	commands, appends, conflicts, replays atomic.Uint64
+	subscribed                            chan struct{}
 }
 
 // New builds a worker; it starts nothing.
@@ -109,8 +110,11 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 1024
 	}
-	return &Worker{cfg: cfg, deps: deps}, nil
+	return &Worker{cfg: cfg, deps: deps, subscribed: make(chan struct{})}, nil
 }
+
+// Subscribed is closed once the worker receives commands.
+func (w *Worker) Subscribed() <-chan struct{} { return w.subscribed }
 
 // Stats returns the counters so far.
 func (w *Worker) Stats() Stats {
@@ -133,6 +137,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.deps.Conn.Flush(); err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
 	}
+	close(w.subscribed)
 	w.deps.Logger.Info("worker taking commands", "subject", w.cfg.Layout.CommandSubjects(), "queue", w.cfg.Layout.WorkerQueue())
 	<-ctx.Done()
 	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
