@@ -1,0 +1,67 @@
+package eventlog
+
+import (
+	"fmt"
+	"testing"
+)
+
+func TestRecentPushLookupRoundTrip(t *testing.T) {
+	var r Recent
+	for i := 1; i <= 20; i++ {
+		r = r.Push(fmt.Sprintf("cmd-%d", i), uint64(i*10), 16)
+	}
+	if len(r) != 16 {
+		t.Fatalf("window not applied: %d entries", len(r))
+	}
+	if seq, ok := r.Lookup("cmd-20"); !ok || seq != 200 {
+		t.Fatalf("newest: %d %v", seq, ok)
+	}
+	if seq, ok := r.Lookup("cmd-5"); !ok || seq != 50 {
+		t.Fatalf("oldest kept: %d %v", seq, ok)
+	}
+	if _, ok := r.Lookup("cmd-4"); ok {
+		t.Fatal("entry beyond the window still found")
+	}
+	back, err := ParseRecent(r.String())
+	if err != nil || back.String() != r.String() {
+		t.Fatalf("round trip: %v %v", back, err)
+	}
+	if r.Push("x", 1, 0) != nil {
+		t.Fatal("window 0 must remember nothing")
+	}
+}
+
+func TestParseRecentRejectsGarbage(t *testing.T) {
+	for _, s := range []string{"abc", "abc@", "@12", "abc@x", "a@1,,b@2"} {
+		if _, err := ParseRecent(s); err == nil {
+			t.Errorf("ParseRecent(%q) accepted", s)
+		}
+	}
+}
+
+func TestHeadApplied(t *testing.T) {
+	h := Head{Seq: 7, CommandID: "last", Recent: Recent{}.Push("older", 3, 4)}
+	if seq, ok := h.Applied("last"); !ok || seq != 7 {
+		t.Fatalf("head command: %d %v", seq, ok)
+	}
+	if seq, ok := h.Applied("older"); !ok || seq != 3 {
+		t.Fatalf("recent command: %d %v", seq, ok)
+	}
+	if _, ok := h.Applied(""); ok {
+		t.Fatal("empty id matched")
+	}
+	if _, ok := (Head{}).Applied("last"); ok {
+		t.Fatal("fresh entity matched")
+	}
+}
+
+func BenchmarkRecentPushString(b *testing.B) {
+	var r Recent
+	for i := range 16 {
+		r = r.Push(fmt.Sprint(i), uint64(i), 16)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_ = r.Push("0b7c7d9e-3c55-4c1f-9a4e-1f0e2d3c4b5a", 1234567, 16).String()
+	}
+}
