@@ -2,6 +2,7 @@ package costest
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -28,34 +29,30 @@ func Events(t testing.TB, js jetstream.JetStream, id string, numShards int) []*c
 	if err != nil {
 		t.Fatalf("stream: %v", err)
 	}
+	// Message gets by subject are answered by the stream leader; a fresh consumer's pull subject may
+	// not yet have reached the client's server on a cluster ("no responders").
+	var out []*cospb.EventWrapper
+	for seq := uint64(1); ; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read %s from sequence %d: %v", subject, seq, err)
+		}
+		var w cospb.EventWrapper
+		if err := proto.Unmarshal(m.Data, &w); err != nil {
+			t.Fatalf("decode event at sequence %d: %v", m.Sequence, err)
+		}
+		out = append(out, &w)
+		seq = m.Sequence + 1
+	}
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
 		t.Fatalf("stream info: %v", err)
 	}
-	want := info.State.Subjects[subject]
-	if want == 0 {
-		return nil
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	if err != nil {
-		t.Fatalf("consumer: %v", err)
-	}
-	var out []*cospb.EventWrapper
-	for uint64(len(out)) < want {
-		batch, err := c.Fetch(int(want)-len(out), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			t.Fatalf("fetch: %v", err)
-		}
-		for m := range batch.Messages() {
-			var w cospb.EventWrapper
-			if err := proto.Unmarshal(m.Data(), &w); err != nil {
-				t.Fatalf("decode event: %v", err)
-			}
-			out = append(out, &w)
-		}
-		if err := batch.Error(); err != nil {
-			t.Fatalf("fetch: %v", err)
-		}
+	if n := info.State.Subjects[subject]; n != uint64(len(out)) {
+		t.Fatalf("read %d events of %q, the stream holds %d", len(out), id, n)
 	}
 	return out
 }
