@@ -1,0 +1,161 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"testing"
+	"time"
+
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
+	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
+	"github.com/cosnats/cosnats/internal/costest"
+	"github.com/cosnats/cosnats/pkg/entity"
+	"github.com/cosnats/cosnats/pkg/eventlog"
+	"github.com/cosnats/cosnats/pkg/layout"
+	"github.com/cosnats/cosnats/pkg/statecache"
+	"github.com/cosnats/cosnats/pkg/worker"
+)
+
+// lostAck is the real event log with one twist: an append's answer can be replaced by a timeout,
+// either after the append really happened (the ack was lost) or instead of it (the request was lost).
+type lostAck struct {
+	*eventlog.Log
+	stored   bool // whether the append reaches the log before the "timeout"
+	conflict bool // answer every append with a conflict instead
+}
+
+func (l *lostAck) Append(ctx context.Context, a eventlog.Append) (uint64, error) {
+	if l.conflict {
+		return 0, fmt.Errorf("%w: forced by the test", eventlog.ErrConflict)
+	}
+	if l.stored {
+		if _, err := l.Log.Append(ctx, a); err != nil {
+			return 0, err
+		}
+	}
+	return 0, context.DeadlineExceeded
+}
+
+type rig struct {
+	w       *worker.Worker
+	log     *eventlog.Log
+	store   *lostAck
+	handler *costest.Counter
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	srv := costest.StartNATS(t)
+	nc, js := costest.JetStream(t, srv)
+	ctx := context.Background()
+	lay := layout.Default()
+	log, err := eventlog.Open(ctx, js, eventlog.Config{Layout: lay, Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := statecache.Open(ctx, js, statecache.Config{Layout: lay}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &costest.Counter{}
+	port := costest.ServeGRPC(t, h.Register)
+	conn, err := grpc.NewClient("127.0.0.1:"+strconv.Itoa(port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	store := &lostAck{Log: log}
+	w, err := worker.New(worker.Config{
+		Layout: lay, NumShards: 9, CommandTimeout: 5 * time.Second, ConflictRetries: 3,
+		IdempotencyWindow: 16, MaxCommandBytes: 1 << 20,
+	}, worker.Deps{Conn: nc, Store: store, Cache: cache, Handler: cospb.NewWriteSideHandlerServiceClient(conn), Logger: costest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &rig{w: w, log: log, store: store, handler: h}
+}
+
+func (r *rig) execute(t *testing.T, id, cmd, commandID string) (*cospb.ProcessCommandResponse, error) {
+	t.Helper()
+	key, _ := entity.NewKey(id, 9)
+	data, _ := proto.Marshal(&natspb.CommandRequest{EntityId: id, Command: costest.Cmd(cmd), CommandId: commandID})
+	reply := r.w.Execute(context.Background(), layout.Default().CommandSubject(key), data)
+	if b := reply.GetStatus(); b != nil {
+		var st spb.Status
+		if err := proto.Unmarshal(b, &st); err != nil {
+			t.Fatal(err)
+		}
+		return nil, status.FromProto(&st).Err()
+	}
+	return reply.GetResponse(), nil
+}
+
+func (r *rig) revision(t *testing.T, id string) uint32 {
+	t.Helper()
+	key, _ := entity.NewKey(id, 9)
+	h, err := r.log.Last(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.Revision()
+}
+
+// The ack of an append that did land is lost: the worker reads the log, finds its command and
+// answers with success instead of an error.
+func TestLostAckAfterAppendIsSettledFromTheLog(t *testing.T) {
+	r := newRig(t)
+	r.store.stored = true
+	resp, err := r.execute(t, "e", "add:4", "cmd-a")
+	if err != nil {
+		t.Fatalf("lost ack after a stored append: %v", err)
+	}
+	if resp.GetMeta().GetRevisionNumber() != 1 || costest.Value(resp.GetState()) != 4 {
+		t.Fatalf("answer %v", resp)
+	}
+	if st := r.w.Stats(); st.Replays != 1 {
+		t.Fatalf("stats %+v: the outcome should come from the log", st)
+	}
+}
+
+// The append never reached the log and its answer never came: the caller is told the outcome is
+// unknown (never "failed"), and the log is unchanged.
+func TestLostAppendIsReportedAsUnknown(t *testing.T) {
+	r := newRig(t)
+	r.store.stored = false
+	_, err := r.execute(t, "u", "add:1", "cmd-b")
+	if status.Code(err) != codes.Unknown {
+		t.Fatalf("got %v, want UNKNOWN", err)
+	}
+	if rev := r.revision(t, "u"); rev != 0 {
+		t.Fatalf("revision %d", rev)
+	}
+}
+
+// Conflicts on every attempt: after ConflictRetries reloads the caller gets ABORTED and nothing is stored.
+func TestConflictsExhaustedAbort(t *testing.T) {
+	r := newRig(t)
+	r.store.conflict = true
+	_, err := r.execute(t, "c", "add:1", "cmd-c")
+	if status.Code(err) != codes.Aborted {
+		t.Fatalf("got %v, want ABORTED", err)
+	}
+	if st := r.w.Stats(); st.Conflicts != 4 {
+		t.Fatalf("stats %+v: want 1 attempt + 3 retries", st)
+	}
+	if n := len(r.handler.Commands()); n != 4 {
+		t.Fatalf("HandleCommand called %d times, want 4", n)
+	}
+	if rev := r.revision(t, "c"); rev != 0 {
+		t.Fatalf("revision %d", rev)
+	}
+}
