@@ -23,13 +23,9 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	cfg, ignored, err := config.FromEnv(os.Environ())
+	cfg, log, err := config.Load(os.Environ(), os.Stderr)
 	if err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
-	}
-	log := cfg.NewLogger(os.Stderr).With("service", cfg.ServiceName)
-	if len(ignored) > 0 {
-		log.Info("ignoring settings that have no meaning on NATS", "variables", ignored)
+		return err
 	}
 	return node.Run(ctx, cfg, node.Options{Roles: node.Roles{Gateway: true}, Logger: log})
 }

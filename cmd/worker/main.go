@@ -24,16 +24,12 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	cfg, ignored, err := config.FromEnv(os.Environ())
+	cfg, log, err := config.Load(os.Environ(), os.Stderr)
 	if err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
+		return err
 	}
 	if cfg.NATS.Embedded() {
 		return errors.New("COS_NATS_URL is required: a standalone worker joins an existing NATS (cmd/gateway alone runs everything in one process)")
-	}
-	log := cfg.NewLogger(os.Stderr).With("service", cfg.ServiceName)
-	if len(ignored) > 0 {
-		log.Info("ignoring settings that have no meaning on NATS", "variables", ignored)
 	}
 	return node.Run(ctx, cfg, node.Options{Roles: node.Roles{Worker: true}, Logger: log})
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -180,4 +181,18 @@ func (c Config) NewLogger(w io.Writer) *slog.Logger {
 		h = slog.NewJSONHandler(w, opts)
 	}
 	return slog.New(h)
+}
+
+// Load is what every main does first: read the environment, build the logger and say once which
+// legacy COS settings are ignored.
+func Load(environ []string, logOutput io.Writer) (Config, *slog.Logger, error) {
+	cfg, ignored, err := FromEnv(environ)
+	if err != nil {
+		return Config{}, nil, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	log := cfg.NewLogger(logOutput).With("service", cfg.ServiceName)
+	if len(ignored) > 0 {
+		log.Info("ignoring settings that have no meaning on NATS", "variables", ignored)
+	}
+	return cfg, log, nil
 }

@@ -43,13 +43,9 @@ func run(ctx context.Context) error {
 	if h := os.Getenv("COS_WRITE_SIDE_HOST"); h != "" {
 		env = os.Environ()
 	}
-	cfg, ignored, err := config.FromEnv(env)
+	cfg, log, err := config.Load(env, os.Stderr)
 	if err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
-	}
-	log := cfg.NewLogger(os.Stderr).With("service", cfg.ServiceName)
-	if len(ignored) > 0 {
-		log.Info("ignoring settings that have no meaning on NATS", "variables", ignored)
+		return err
 	}
 	return node.Run(ctx, cfg, node.Options{Logger: log, Ready: func(i node.Info) {
 		log.Info("bank-account demo ready: try `go run ./examples/bankaccount/cmd/bankclient open acc-1 alice 1000`", "gateway", i.GRPCAddr)
