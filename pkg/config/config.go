@@ -72,6 +72,11 @@ type Config struct {
 
 	NumShards       int  // COS_NUM_SHARDS [9], 1..1024
 	ReadSideEnabled bool // COS_READ_SIDE_ENABLED [false]
+	// ReadSides are the user's read sides, sorted by ID: from the YAML file or folder at
+	// COS_READ_SIDE_CONFIG when set, else from the COS_READ_SIDE_CONFIG__<SETTING>__<ID>
+	// variables. They are parsed whenever present; ReadSideEnabled decides whether they run
+	// (see EnabledReadSides).
+	ReadSides []ReadSide
 
 	LogLevel slog.Level // LOG_LEVEL DEBUG/INFO/WARN(ING)/ERROR, case-insensitive [INFO]
 	LogStyle LogStyle   // LOG_STYLE JSON/STANDARD/SIMPLE, case-insensitive [JSON]

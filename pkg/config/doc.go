@@ -10,6 +10,10 @@
 // of the Postgres/Akka/Kubernetes deployment of the original service are accepted, ignored and
 // returned by name so that the caller can log one line about them.
 //
+// Read sides (Config.ReadSides) come from the YAML file or folder named by COS_READ_SIDE_CONFIG
+// when it is set, and otherwise from the COS_READ_SIDE_CONFIG__<SETTING>__<READSIDE_ID>
+// variables; Config.EnabledReadSides returns those to run.
+//
 // Settings that only one role needs are checked separately: the worker role, which calls the
 // user's write-side handler, must also call WriteSide.Validate.
 package config

@@ -88,6 +88,7 @@ func FromEnv(environ []string) (Config, []string, error) {
 	p.bool("COS_JOURNAL_LOGICAL_DELETION", &c.JournalLogicalDeletion)
 	p.int("COS_NUM_SHARDS", &c.NumShards)
 	p.bool("COS_READ_SIDE_ENABLED", &c.ReadSideEnabled)
+	c.ReadSides = p.readSides()
 	p.logLevel("LOG_LEVEL", &c.LogLevel)
 	p.logStyle("LOG_STYLE", &c.LogStyle)
 

@@ -38,6 +38,12 @@ func badKeyMessage(k string) string {
 	return fmt.Sprintf("%q is not a valid gRPC metadata key (allowed characters: a-z 0-9 - _ .)", k)
 }
 
+// validHost reports whether h is non-empty and free of spaces and slashes (a host name or IP
+// address, not a URL).
+func validHost(h string) bool {
+	return h != "" && !strings.ContainsAny(h, " \t\r\n/")
+}
+
 // checker collects validation errors.
 type checker struct{ errs []error }
 
@@ -59,8 +65,10 @@ func (c *checker) nonNegative(name string, v int) {
 
 // Validate checks ranges and cross-field rules of a configuration, for instance one built in
 // code rather than by FromEnv. It does not require the write-side host and port (see
-// WriteSide.Validate) but checks them when set. Every message names the environment variable;
-// all problems are returned at once, joined with errors.Join.
+// WriteSide.Validate) but checks them when set. It checks each read side (see ReadSide.Validate)
+// and that no read side id repeats; having none is valid. Every message names the environment
+// variable, or the read side for read-side problems; all problems are returned at once, joined
+// with errors.Join.
 func (c Config) Validate() error {
 	var k checker
 	k.between("COS_PORT", c.Port, 1, 65535)
@@ -85,6 +93,7 @@ func (c Config) Validate() error {
 	k.between("COS_IDEMPOTENCY_WINDOW", c.IdempotencyWindow, 0, 256)
 	k.between("COS_STATE_CACHE_ENTRIES", c.StateCacheEntries, 0, 10000000)
 	c.WriteSide.check(&k, false)
+	checkReadSides(&k, c.ReadSides)
 	return errors.Join(k.errs...)
 }
 
@@ -146,7 +155,7 @@ func (w WriteSide) check(k *checker, required bool) {
 		if required {
 			k.fail("COS_WRITE_SIDE_HOST: required")
 		}
-	case strings.ContainsAny(w.Host, " \t\r\n/"):
+	case !validHost(w.Host):
 		k.fail("COS_WRITE_SIDE_HOST: %q is not a host name or IP address", w.Host)
 	}
 	switch {

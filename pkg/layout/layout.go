@@ -89,3 +89,20 @@ func (l Layout) ParseCommandSubject(subject string) (shard int, token string, er
 func (l Layout) KeySubjectMatches(k entity.Key, subject string) bool {
 	return subject == l.CommandSubject(k)
 }
+
+// ReadSideBucket is the KV bucket holding each read-side shard's failure state.
+func (l Layout) ReadSideBucket() string { return l.prefix + "_READSIDES" }
+
+// ReadSideConsumer is the durable consumer of one read side's shard. The shard number is the last
+// "_"-separated part, so distinct (id, shard) pairs never share a name.
+func (l Layout) ReadSideConsumer(readSideID string, shard int) string {
+	return l.prefix + "_RS_" + readSideID + "_" + strconv.Itoa(shard)
+}
+
+// ReadSideStateKey is the key of one read-side shard in ReadSideBucket.
+func (l Layout) ReadSideStateKey(readSideID string, shard int) string {
+	return readSideID + "." + strconv.Itoa(shard)
+}
+
+// ProjectorGroup is the priority group projector replicas pull with; the server pins one of them.
+const ProjectorGroup = "projectors"

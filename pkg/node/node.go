@@ -1,4 +1,4 @@
-// Package node assembles the roles of one process — gateway, worker — from a config: it connects to NATS
+// Package node assembles the roles of one process — gateway, worker, projector — from a config: it connects to NATS
 // (or embeds a server), prepares streams and buckets, and runs the roles until the context ends.
 package node
 
@@ -22,20 +22,23 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
+	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
 	"github.com/cosnats/cosnats/pkg/command"
 	"github.com/cosnats/cosnats/pkg/config"
 	"github.com/cosnats/cosnats/pkg/eventlog"
 	"github.com/cosnats/cosnats/pkg/gateway"
 	"github.com/cosnats/cosnats/pkg/layout"
 	"github.com/cosnats/cosnats/pkg/natsembed"
+	"github.com/cosnats/cosnats/pkg/readside"
 	"github.com/cosnats/cosnats/pkg/statecache"
 	"github.com/cosnats/cosnats/pkg/worker"
 )
 
 // Roles selects what a process runs.
 type Roles struct {
-	Gateway bool
-	Worker  bool
+	Gateway   bool
+	Worker    bool
+	Projector bool
 }
 
 // Options are what Run needs besides the config.
@@ -46,22 +49,26 @@ type Options struct {
 	Listener net.Listener
 	// Ready, when set, is called once everything serves.
 	Ready func(Info)
+	// ReadSideTiming overrides readside.DefaultTiming (tests use short delays).
+	ReadSideTiming *readside.Policy
 }
 
 // Info describes a running node.
 type Info struct {
-	GRPCAddr string // gateway address, "" without the gateway role
-	NATSURL  string // embedded server's TCP URL when it listens
-	Worker   *worker.Worker
+	GRPCAddr  string // gateway address, "" without the gateway role
+	NATSURL   string // embedded server's TCP URL when it listens
+	Worker    *worker.Worker
+	Projector *readside.Projector // nil unless the projector runs here
 }
 
-// Run runs the configured roles until ctx ends. With no NATS URL it embeds a server and runs every role.
+// Run runs the configured roles until ctx ends. With no NATS URL it embeds a server and runs every role
+// (the projector only when read sides are enabled).
 func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	log := opts.Logger
 	if cfg.NATS.Embedded() {
-		opts.Roles = Roles{Gateway: true, Worker: true}
+		opts.Roles = Roles{Gateway: true, Worker: true, Projector: len(cfg.EnabledReadSides()) > 0}
 	}
-	if !opts.Roles.Gateway && !opts.Roles.Worker {
+	if !opts.Roles.Gateway && !opts.Roles.Worker && !opts.Roles.Projector {
 		return errors.New("node: no role to run")
 	}
 	if opts.Roles.Worker {
@@ -90,7 +97,26 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	var status *readside.StatusStore
+	if opts.Roles.Gateway || opts.Roles.Projector {
+		if status, err = readside.OpenStatus(setupCtx, js, lay, cfg.NATS.Replicas); err != nil {
+			return err
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
+	if opts.Roles.Projector {
+		p, err := readside.New(readside.Config{
+			Layout:    lay,
+			NumShards: cfg.NumShards,
+			ReadSides: cfg.EnabledReadSides(),
+			Timing:    timing(opts.ReadSideTiming),
+		}, readside.Deps{JS: js, Status: status, Logger: log.With("role", "projector")})
+		if err != nil {
+			return err
+		}
+		info.Projector = p
+		g.Go(func() error { return p.Run(gctx) })
+	}
 	if opts.Roles.Worker {
 		w, closeHandler, err := newWorker(setupCtx, cfg, lay, js, nc, evlog, log)
 		if err != nil {
@@ -110,6 +136,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 		}
 		info.GRPCAddr = lis.Addr().String()
 		srv := newGRPCServer(cfg, lay, nc, evlog, log)
+		mgr := readside.NewManager(js, status, lay, cfg.NumShards, cfg.EnabledReadSides(), log.With("role", "manager"))
+		cospb.RegisterReadSideManagerServiceServer(srv, mgr)
+		natspb.RegisterReadSideStatusServiceServer(srv, mgr)
 		g.Go(func() error {
 			log.Info("gateway serving", "addr", info.GRPCAddr)
 			return srv.Serve(lis)
@@ -244,4 +273,11 @@ func newGRPCServer(cfg config.Config, lay layout.Layout, nc *nats.Conn, evlog *e
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 	return srv
+}
+
+func timing(p *readside.Policy) readside.Policy {
+	if p == nil {
+		return readside.DefaultTiming
+	}
+	return *p
 }

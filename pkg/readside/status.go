@@ -1,0 +1,72 @@
+package readside
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
+	"github.com/cosnats/cosnats/pkg/layout"
+)
+
+// StatusStore keeps each read-side shard's failure state in a KV bucket, so operators see it from any
+// gateway and a STOP survives restarts of the projector.
+type StatusStore struct {
+	kv     jetstream.KeyValue
+	layout layout.Layout
+}
+
+// OpenStatus creates or binds the bucket.
+func OpenStatus(ctx context.Context, js jetstream.JetStream, lay layout.Layout, replicas int) (*StatusStore, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      lay.ReadSideBucket(),
+		Description: "chief-of-state read-side shard states (failures, stops)",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open read-side bucket %s: %w", lay.ReadSideBucket(), err)
+	}
+	return &StatusStore{kv: kv, layout: lay}, nil
+}
+
+// Get returns a shard's state; a shard that never failed has the zero state.
+func (s *StatusStore) Get(ctx context.Context, readSide string, shard int) (*natspb.ReadSideShardState, error) {
+	e, err := s.kv.Get(ctx, s.layout.ReadSideStateKey(readSide, shard))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return &natspb.ReadSideShardState{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state of %s/%d: %w", readSide, shard, err)
+	}
+	var st natspb.ReadSideShardState
+	if err := proto.Unmarshal(e.Value(), &st); err != nil {
+		return nil, fmt.Errorf("decode state of %s/%d: %w", readSide, shard, err)
+	}
+	return &st, nil
+}
+
+// Put records a shard's state.
+func (s *StatusStore) Put(ctx context.Context, readSide string, shard int, st *natspb.ReadSideShardState) error {
+	b, err := proto.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Put(ctx, s.layout.ReadSideStateKey(readSide, shard), b); err != nil {
+		return fmt.Errorf("record state of %s/%d: %w", readSide, shard, err)
+	}
+	return nil
+}
+
+// Clear forgets a shard's failures (after resume, restart or skip).
+func (s *StatusStore) Clear(ctx context.Context, readSide string, shard int) error {
+	err := s.kv.Delete(ctx, s.layout.ReadSideStateKey(readSide, shard))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("clear state of %s/%d: %w", readSide, shard, err)
+	}
+	return nil
+}
