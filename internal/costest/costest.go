@@ -21,6 +21,7 @@ import (
 	"github.com/cosnats/cosnats/pkg/config"
 	"github.com/cosnats/cosnats/pkg/natsembed"
 	"github.com/cosnats/cosnats/pkg/node"
+	"github.com/cosnats/cosnats/pkg/readside"
 )
 
 // StartNATS starts an embedded JetStream server listening on a loopback port.
@@ -107,6 +108,20 @@ func (n *Node) Stop() error { return n.stop() }
 // StartNode runs a node with the given roles until the test ends (or Stop).
 func StartNode(t testing.TB, cfg config.Config, roles node.Roles) *Node {
 	t.Helper()
+	return StartNodeWith(t, cfg, node.Options{Roles: roles})
+}
+
+// FastTiming makes read-side retries quick for tests.
+var FastTiming = readside.Policy{BackoffBase: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, ReplayDelay: 20 * time.Millisecond, ReplayRetries: 5}
+
+// StartNodeWith runs a node with options (Logger, Listener and Ready are filled in; read-side retries
+// default to FastTiming) until the test ends (or Stop).
+func StartNodeWith(t testing.TB, cfg config.Config, opts node.Options) *Node {
+	t.Helper()
+	roles := opts.Roles
+	if opts.ReadSideTiming == nil {
+		opts.ReadSideTiming = &FastTiming
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var lis net.Listener
 	if roles.Gateway || cfg.NATS.Embedded() {
@@ -118,7 +133,8 @@ func StartNode(t testing.TB, cfg config.Config, roles node.Roles) *Node {
 	ready := make(chan node.Info, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- node.Run(ctx, cfg, node.Options{Roles: roles, Logger: Logger(t), Listener: lis, Ready: func(i node.Info) { ready <- i }})
+		opts.Logger, opts.Listener, opts.Ready = Logger(t), lis, func(i node.Info) { ready <- i }
+		done <- node.Run(ctx, cfg, opts)
 	}()
 	n := &Node{}
 	select {
