@@ -80,8 +80,8 @@ func (m *Manager) forShards(ctx context.Context, id string, shard *uint64, fn fu
 
 // wrap is the one place where this service's errors become statuses.
 func (m *Manager) wrap(err error) error {
-	if err == nil {
-		return nil
+	if err == nil || errors.Is(err, errNothingToSkip) { // an answer, not a failure: see successful
+		return err
 	}
 	if _, ok := status.FromError(err); ok {
 		return err

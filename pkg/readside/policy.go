@@ -27,10 +27,10 @@ type Decision struct {
 // wait for production delays.
 type Policy struct {
 	Kind          config.FailurePolicy
-	BackoffBase   time.Duration // first retry delay of the default policy
-	BackoffMax    time.Duration // cap of the default policy's delay
-	ReplayDelay   time.Duration // delay between REPLAY_* retries (COS: 5 s)
-	ReplayRetries int           // retries before REPLAY_* skip or stop (COS: 5)
+	BackoffBase   time.Duration  // first retry delay of the default policy
+	BackoffMax    time.Duration  // cap of the default policy's delay
+	ReplayDelay   time.Duration  // delay between REPLAY_* retries (COS: 5 s)
+	ReplayRetries int            // retries before REPLAY_* skip or stop (COS: 5)
 	Jitter        func() float64 // in [0,1); nil = math/rand
 }
 

@@ -192,11 +192,22 @@ func (s *shardRunner) handle(msg jetstream.Msg) {
 	}
 	s.p.delivered.Add(1)
 	if s.failing {
-		s.failing = false
-		if err := s.p.deps.Status.Clear(s.ctx, s.rs.ID, s.shard); err != nil {
-			s.log.Warn("clear failure state", "err", err)
-		}
+		s.recovered()
 	}
+}
+
+// recovered marks the shard as no longer failing, keeping the last error on record for operators.
+func (s *shardRunner) recovered() {
+	st, err := s.p.deps.Status.Get(s.ctx, s.rs.ID, s.shard)
+	if err == nil && st.GetFailing() {
+		st.Failing = false
+		err = s.p.deps.Status.Put(s.ctx, s.rs.ID, s.shard, st)
+	}
+	if err != nil {
+		s.log.Warn("record recovery", "err", err)
+		return
+	}
+	s.failing = false
 }
 
 // failed applies the failure policy to an event whose delivery failed.
@@ -218,7 +229,7 @@ func (s *shardRunner) failed(msg jetstream.Msg, meta *jetstream.MsgMetadata, cau
 	if err := s.p.deps.Status.Put(s.ctx, s.rs.ID, s.shard, st); err != nil {
 		s.log.Warn("record failure state", "err", err)
 	}
-	s.failing = true
+	s.failing = d.Action == Retry
 	log := s.log.With("sequence", meta.Sequence.Stream, "attempt", meta.NumDelivered, "err", cause)
 	switch d.Action {
 	case Retry:
