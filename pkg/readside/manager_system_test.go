@@ -52,7 +52,9 @@ func TestPauseResumeRestartSkip(t *testing.T) {
 
 	r, err := s.manager.PauseReadSide(ctx, &cospb.PauseReadSideRequest{ReadSideId: "rs"})
 	ok(t, "pause", r.GetSuccessful(), err)
-	eventually(t, 10*time.Second, "acks applied", func() bool { return s.consumerInfo("rs", shard).AckFloor.Stream > 0 && s.consumerInfo("rs", shard).NumAckPending == 0 })
+	eventually(t, 10*time.Second, "acks applied", func() bool {
+		return s.consumerInfo("rs", shard).AckFloor.Stream > 0 && s.consumerInfo("rs", shard).NumAckPending == 0
+	})
 	delivered := s.consumerInfo("rs", shard).Delivered.Stream
 	// A paused shard stays paused across a projector restart.
 	if err := p.Stop(); err != nil {
