@@ -1,78 +1,20 @@
-// Command bankhandler serves the bank-account example's write handler, the
-// gRPC service chief-of-state calls for every command and event. Point
-// COS_WRITE_SIDE_HOST and COS_WRITE_SIDE_PORT at its -addr.
+// Command bankhandler serves the bank-account example's write handler, the gRPC service
+// chief-of-state calls for every command and event. Point COS_WRITE_SIDE_HOST and COS_WRITE_SIDE_PORT
+// at its -addr.
 package main
 
 import (
-	"context"
-	"flag"
-	"log/slog"
-	"net"
-	"os"
-	"os/signal"
-	"syscall"
-	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
-
+	"github.com/cosnats/cosnats/examples/bankaccount/grpcserve"
 	"github.com/cosnats/cosnats/examples/bankaccount/writeside"
 	cosv1 "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 )
 
-// drainTimeout bounds the graceful stop: a health Watch stream never ends on
-// its own and would otherwise block shutdown forever.
-const drainTimeout = 10 * time.Second
-
-func main() {
-	defaultAddr := os.Getenv("BANK_HANDLER_ADDR")
-	if defaultAddr == "" {
-		defaultAddr = "127.0.0.1:50051"
-	}
-	addr := flag.String("addr", defaultAddr, "listen address (env BANK_HANDLER_ADDR)")
-	flag.Parse()
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	lis, err := net.Listen("tcp", *addr)
-	if err != nil {
-		slog.Error("listen", "addr", *addr, "err", err)
-		os.Exit(1)
-	}
-	if err := serve(ctx, lis); err != nil {
-		slog.Error("serve", "err", err)
-		os.Exit(1)
-	}
+var server = grpcserve.Server{
+	Name:        "bankhandler",
+	Service:     cosv1.WriteSideHandlerService_ServiceDesc.ServiceName,
+	AddrEnv:     "BANK_HANDLER_ADDR",
+	DefaultAddr: "127.0.0.1:50051",
+	Register:    writeside.New().Register,
 }
 
-// serve runs the handler on lis until ctx ends; it takes a listener so tests
-// can use a free port.
-func serve(ctx context.Context, lis net.Listener) error {
-	srv := grpc.NewServer()
-	writeside.New().Register(srv)
-	hs := health.NewServer()
-	hs.SetServingStatus(cosv1.WriteSideHandlerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(srv, hs)
-	reflection.Register(srv)
-
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(lis) }()
-	slog.Info("bankhandler serving", "addr", lis.Addr().String())
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	slog.Info("bankhandler stopping")
-	hs.Shutdown() // report NOT_SERVING first so probes stop routing here
-	stopped := make(chan struct{})
-	go func() { srv.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(drainTimeout):
-		srv.Stop()
-	}
-	return nil
-}
+func main() { server.Main() }

@@ -21,7 +21,7 @@ func TestServe(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, lis) }()
+	go func() { done <- server.Run(ctx, lis) }()
 	t.Cleanup(cancel)
 
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -48,6 +48,6 @@ func TestServe(t *testing.T) {
 
 	cancel()
 	if err := <-done; err != nil {
-		t.Errorf("serve = %v, want nil", err)
+		t.Errorf("Run = %v, want nil", err)
 	}
 }
