@@ -1,5 +1,6 @@
 // Package natsembed runs a nats-server with JetStream inside this process: the single-process default
-// (COS_NATS_URL unset) and the tests.
+// (COS_NATS_URL unset) and the tests. StartCluster runs several clustered on loopback, for tests and
+// benchmarks that need replicated streams.
 package natsembed
 
 import (

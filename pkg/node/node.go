@@ -59,6 +59,9 @@ type Info struct {
 	NATSURL   string // embedded server's TCP URL when it listens
 	Worker    *worker.Worker
 	Projector *readside.Projector // nil unless the projector runs here
+	// Connect opens another connection to this node's NATS (in-process when embedded), e.g. for tools
+	// and benchmarks that must reach it the way the node does. Valid while the node runs.
+	Connect func(name string) (*nats.Conn, error)
 }
 
 // Run runs the configured roles until ctx ends. With no NATS URL it embeds a server and runs every role
@@ -183,6 +186,9 @@ func connect(cfg config.Config, log *slog.Logger, info *Info) (*nats.Conn, func(
 			return nil, nil, fmt.Errorf("connect to NATS at COS_NATS_URL: %w", err)
 		}
 		log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
+		info.Connect = func(name string) (*nats.Conn, error) {
+			return nats.Connect(cfg.NATS.URL, append(opts, nats.Name(name))...)
+		}
 		return nc, func() { _ = nc.Drain() }, nil
 	}
 	srv, err := natsembed.Start(natsembed.Config{
@@ -199,6 +205,7 @@ func connect(cfg config.Config, log *slog.Logger, info *Info) (*nats.Conn, func(
 		return nil, nil, err
 	}
 	info.NATSURL = srv.ClientURL()
+	info.Connect = srv.Connect
 	log.Info("embedded NATS started", "store_dir", cfg.NATS.DataDir, "client_url", info.NATSURL, "durability", cfg.NATS.Durability)
 	return nc, func() {
 		_ = nc.Drain()

@@ -1,0 +1,120 @@
+// Command cosbench measures the system: throughput, latency, scale and read-side lag, beside the
+// irreducible floor measured in the same run. It writes a Markdown table and a JSON file.
+//
+//	go run ./cmd/cosbench                 # the full run (about 15 minutes on 2 cores)
+//	go run ./cmd/cosbench -quick          # a short smoke run
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cosnats/cosnats/pkg/bench"
+	"github.com/cosnats/cosnats/pkg/natsembed"
+)
+
+func main() {
+	if dir := os.Getenv("COSBENCH_NATS_DIR"); dir != "" {
+		os.Exit(serveNATS(dir))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "cosbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	out := flag.String("out", "bench-results", "directory for results.md and results.json")
+	o := bench.Options{Concurrency: []int{1, 8, 64, 256}, Replication: true, Log: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }}
+	flag.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time per measurement")
+	flag.DurationVar(&o.Warmup, "warmup", 2*time.Second, "unmeasured warm-up per measurement")
+	flag.IntVar(&o.Entities, "entities", 10000, "entities of the many-entities scenarios")
+	flag.IntVar(&o.ScaleEntities, "scale", 1000000, "entities of the scale scenario (0 skips it)")
+	flag.BoolVar(&o.Replication, "replication", true, "run the sync-always and R3 setups")
+	flag.StringVar(&o.NATSURL, "nats", os.Getenv("COS_NATS_URL"), "external NATS for scenarios 1-6 (default: embedded)")
+	quick := flag.Bool("quick", false, "short run: 2s per measurement, 20,000 entities at scale")
+	flag.Parse()
+	if *quick {
+		o.Duration, o.Warmup, o.ScaleEntities = 2*time.Second, 500*time.Millisecond, 20000
+	}
+	tmp, err := os.MkdirTemp("", "cosbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	o.Dir = tmp
+	o.ChildNATS = childNATS
+	report, err := bench.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	report.Command = "go run ./cmd/cosbench " + strings.Join(os.Args[1:], " ")
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	for name, write := range map[string]func(*os.File) error{
+		"results.md":   func(f *os.File) error { return report.WriteMarkdown(f) },
+		"results.json": func(f *os.File) error { return report.WriteJSON(f) },
+	} {
+		f, err := os.Create(filepath.Join(*out, name))
+		if err != nil {
+			return err
+		}
+		if err := write(f); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s/results.md and results.json\n", *out)
+	return nil
+}
+
+// childNATS starts this binary again as a bare nats-server (so its memory can be read apart from ours).
+func childNATS(dir string) (string, int, func(), error) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "COSBENCH_NATS_DIR="+dir)
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", 0, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", 0, nil, err
+	}
+	stop := func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		stop()
+		return "", 0, nil, fmt.Errorf("child nats-server: %w", err)
+	}
+	return strings.TrimSpace(line), cmd.Process.Pid, stop, nil
+}
+
+// serveNATS is the child: a nats-server with JetStream on a loopback port, until SIGTERM.
+func serveNATS(dir string) int {
+	srv, err := natsembed.Start(natsembed.Config{StoreDir: dir, Listen: "127.0.0.1:0"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nats-server:", err)
+		return 1
+	}
+	fmt.Println(srv.ClientURL())
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	srv.Shutdown()
+	return 0
+}
