@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -44,7 +45,28 @@ func run(ctx context.Context) error {
 	flag.BoolVar(&o.Replication, "replication", true, "run the sync-always and R3 setups")
 	flag.StringVar(&o.NATSURL, "nats", os.Getenv("COS_NATS_URL"), "external NATS for scenarios 1-6 (default: embedded)")
 	quick := flag.Bool("quick", false, "short run: 2s per measurement, 20,000 entities at scale")
+	only := flag.String("only", "", "comma-separated scenario numbers to run (default all)")
+	flag.Float64Var(&o.AssumedMax, "max", 8000, "maximum rate for the open-loop scenarios when scenario 1 is not run")
+	flag.Func("env", "extra COS_* setting for the system, KEY=VALUE (repeatable)", func(v string) error {
+		o.Env = append(o.Env, v)
+		return nil
+	})
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *quick {
 		o.Duration, o.Warmup, o.ScaleEntities = 2*time.Second, 500*time.Millisecond, 20000
 	}

@@ -17,22 +17,40 @@ import (
 
 // Options shape a run.
 type Options struct {
-	Dir           string        // scratch directory (stores); removed afterwards by the caller
-	Warmup        time.Duration // unmeasured warm-up per measurement
-	Duration      time.Duration // measured time per measurement
-	Entities      int           // entities of the many-entities scenarios (10,000)
-	Concurrency   []int         // closed-loop concurrencies of scenario 1
-	ScaleEntities int           // entities of the scale scenario (1,000,000); 0 skips it
-	Replication   bool          // run scenario 8's sync-always and R3 setups
-	NATSURL       string        // use an external NATS instead of the embedded one (scenarios 1–6)
+	Dir           string                                                         // scratch directory (stores); removed afterwards by the caller
+	Warmup        time.Duration                                                  // unmeasured warm-up per measurement
+	Duration      time.Duration                                                  // measured time per measurement
+	Entities      int                                                            // entities of the many-entities scenarios (10,000)
+	Concurrency   []int                                                          // closed-loop concurrencies of scenario 1
+	ScaleEntities int                                                            // entities of the scale scenario (1,000,000); 0 skips it
+	Replication   bool                                                           // run scenario 8's sync-always and R3 setups
+	NATSURL       string                                                         // use an external NATS instead of the embedded one (scenarios 1–6)
 	ChildNATS     func(dir string) (url string, pid int, stop func(), err error) // a nats-server in its own process, for memory readings
 	Log           func(format string, args ...any)
+	// Only, when not empty, lists the scenarios to run by number ("1", "2", … as in BENCHMARKS.md).
+	Only []string
+	// Env are extra COS_* settings for every system started.
+	Env []string
+	// AssumedMax is the maximum rate used by the open-loop scenarios when scenario 1 does not run.
+	AssumedMax float64
+}
+
+func (o Options) want(n string) bool {
+	if len(o.Only) == 0 {
+		return true
+	}
+	for _, x := range o.Only {
+		if x == n {
+			return true
+		}
+	}
+	return false
 }
 
 // Run runs every scenario and returns the report.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	r := &Report{Started: time.Now().UTC(), Machine: DescribeMachine()}
-	base := Setup{Dir: filepath.Join(o.Dir, "main"), Replicas: 1, NATSURL: o.NATSURL}
+	base := Setup{Dir: filepath.Join(o.Dir, "main"), Replicas: 1, NATSURL: o.NATSURL, Env: o.Env}
 	r.Mode = base.Mode()
 	add := func(res Result) {
 		o.Log("%-40s %-22s %9.0f ops/s  p50 %7.3f ms  p99 %7.3f ms  errors %d %s", res.Scenario, res.Variant, res.OpsPerSec, res.P50Ms, res.P99Ms, res.Errors, res.FirstError)
@@ -58,6 +76,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// 1 + 9: many entities, and the floor at the same concurrency.
 	var maxRate float64
 	for _, c := range o.Concurrency {
+		if !o.want("1") {
+			break
+		}
 		res := ClosedLoop(ctx, "ProcessCommand, many entities", fmt.Sprintf("c=%d", c), c, o.Warmup, o.Duration, processOp(sys.Client, "e-", o.Entities, 1))
 		fl := ClosedLoop(ctx, "Floor (irreducible work)", fmt.Sprintf("c=%d", c), c, o.Warmup, o.Duration, processOp(floor, "f-", o.Entities, 1))
 		res.Extra = map[string]float64{"ratio_to_floor": res.OpsPerSec / fl.OpsPerSec}
@@ -66,8 +87,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		maxRate = max(maxRate, res.OpsPerSec)
 	}
 
+	if maxRate == 0 {
+		maxRate = o.AssumedMax
+	}
+
 	// 2: one hot entity.
 	for _, c := range []int{1, 16} {
+		if !o.want("2") {
+			break
+		}
 		before := sys.Node.Worker.Stats()
 		res := ClosedLoop(ctx, "ProcessCommand, one hot entity", fmt.Sprintf("c=%d", c), c, o.Warmup, o.Duration, processOp(sys.Client, fmt.Sprintf("hot-%d", c), 1, 1))
 		after := sys.Node.Worker.Stats()
@@ -76,40 +104,42 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	// 3: multi-event commands.
-	res := ClosedLoop(ctx, "ProcessCommand, 10 events per command", "c=64", 64, o.Warmup, o.Duration, processOp(sys.Client, "m-", o.Entities, 10))
-	res.Extra = map[string]float64{"events_per_sec": res.OpsPerSec * 10}
-	add(res)
+	if o.want("3") {
+		res := ClosedLoop(ctx, "ProcessCommand, 10 events per command", "c=64", 64, o.Warmup, o.Duration, processOp(sys.Client, "m-", o.Entities, 10))
+		res.Extra = map[string]float64{"events_per_sec": res.OpsPerSec * 10}
+		add(res)
+	}
 
 	// 4: open loop at fixed fractions of the measured maximum.
 	for _, f := range []float64{0.25, 0.5, 0.75} {
+		if !o.want("4") {
+			break
+		}
 		rate := f * maxRate
 		add(OpenLoop(ctx, "ProcessCommand, open loop", fmt.Sprintf("%.0f%% of max (%.0f/s)", f*100, rate), rate, 4096, o.Duration, processOp(sys.Client, "o-", o.Entities, 1)))
 	}
 
 	// 5: GetState of recently written entities (the server's caches are warm).
-	add(ClosedLoop(ctx, "GetState, recently written", "c=64", 64, o.Warmup, o.Duration, getOp(sys.Client, "e-", o.Entities)))
+	if o.want("5") {
+		add(ClosedLoop(ctx, "GetState, recently written", "c=64", 64, o.Warmup, o.Duration, getOp(sys.Client, "e-", o.Entities)))
+	}
 	sys.Close()
 
 	// 6: read-side lag under half the maximum load.
-	rsys, err := Start(ctx, Setup{Dir: filepath.Join(o.Dir, "readside"), Replicas: 1, NATSURL: o.NATSURL, ReadSide: true})
-	if err != nil {
-		return nil, err
+	if o.want("6") {
+		if err := lagScenario(ctx, o, maxRate, add); err != nil {
+			return nil, err
+		}
 	}
-	lag := rsys.ReadSide.MeasureLag(true)
-	load := OpenLoop(ctx, "ProcessCommand, open loop with a read side", fmt.Sprintf("50%% of max (%.0f/s)", maxRate/2), maxRate/2, 4096, o.Duration, processOp(rsys.Client, "r-", o.Entities, 1))
-	add(load)
-	rsys.ReadSide.MeasureLag(false)
-	add(lagResult(lag, load))
-	rsys.Close()
 
 	// 8: durability and replication, against the floor on the same setup.
-	if o.Replication && o.NATSURL == "" {
+	if o.Replication && o.NATSURL == "" && o.want("8") {
 		for _, set := range []Setup{
 			{Replicas: 1, SyncAlways: true},
 			{Replicas: 3},
 			{Replicas: 3, SyncAlways: true},
 		} {
-			set.Dir = filepath.Join(o.Dir, fmt.Sprintf("r%d-sync%v", set.Replicas, set.SyncAlways))
+			set.Dir, set.Env = filepath.Join(o.Dir, fmt.Sprintf("r%d-sync%v", set.Replicas, set.SyncAlways)), o.Env
 			ours, fl, err := measureSetup(ctx, set, o)
 			if err != nil {
 				return nil, err
@@ -120,7 +150,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	// 7: scale, with catch-up of a new read side over the whole log.
-	if o.ScaleEntities > 0 && o.ChildNATS != nil {
+	if o.ScaleEntities > 0 && o.ChildNATS != nil && o.want("7") {
 		results, notes, err := scale(ctx, o)
 		if err != nil {
 			return nil, err
@@ -131,6 +161,21 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		r.Notes = append(r.Notes, notes...)
 	}
 	return r, nil
+}
+
+// lagScenario measures read-side lag under half the maximum load.
+func lagScenario(ctx context.Context, o Options, maxRate float64, add func(Result)) error {
+	rsys, err := Start(ctx, Setup{Dir: filepath.Join(o.Dir, "readside"), Replicas: 1, NATSURL: o.NATSURL, ReadSide: true, Env: o.Env})
+	if err != nil {
+		return err
+	}
+	defer rsys.Close()
+	lag := rsys.ReadSide.MeasureLag(true)
+	load := OpenLoop(ctx, "ProcessCommand, open loop with a read side", fmt.Sprintf("50%% of max (%.0f/s)", maxRate/2), maxRate/2, 4096, o.Duration, processOp(rsys.Client, "r-", o.Entities, 1))
+	add(load)
+	rsys.ReadSide.MeasureLag(false)
+	add(lagResult(lag, load))
+	return nil
 }
 
 func dialClient(addr string) (cospb.ChiefOfStateServiceClient, func(), error) {
@@ -242,7 +287,7 @@ func scale(ctx context.Context, o Options) ([]Result, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	set := Setup{Dir: dir, Replicas: 1, NATSURL: url}
+	set := Setup{Dir: dir, Replicas: 1, NATSURL: url, Env: o.Env}
 	sys, err := Start(ctx, set)
 	if err != nil {
 		stopNATS()

@@ -24,11 +24,12 @@ import (
 
 // Setup describes the system under test.
 type Setup struct {
-	Dir        string // working directory for stores
-	Replicas   int    // 1 = one server; 3 = a 3-node cluster on loopback, in this process
-	SyncAlways bool   // sync_interval: always
-	NATSURL    string // an external NATS instead of starting one (Replicas then only sets stream replicas)
-	ReadSide   bool   // run a projector with one no-op read side
+	Dir        string   // working directory for stores
+	Replicas   int      // 1 = one server; 3 = a 3-node cluster on loopback, in this process
+	SyncAlways bool     // sync_interval: always
+	NATSURL    string   // an external NATS instead of starting one (Replicas then only sets stream replicas)
+	ReadSide   bool     // run a projector with one no-op read side
+	Env        []string // extra COS_* settings for the node, e.g. COS_DISABLE_SNAPSHOT=true
 }
 
 // Mode describes the setup in words for the report.
@@ -124,7 +125,7 @@ func Start(ctx context.Context, set Setup) (sys *System, err error) {
 		h, p, _ := net.SplitHostPort(rs)
 		env = append(env, "COS_READ_SIDE_ENABLED=true", "COS_READ_SIDE_CONFIG__HOST__bench="+h, "COS_READ_SIDE_CONFIG__PORT__bench="+p)
 	}
-	cfg, _, err := config.FromEnv(env)
+	cfg, _, err := config.FromEnv(append(env, set.Env...))
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -265,7 +266,9 @@ func newWorker(ctx context.Context, cfg config.Config, lay layout.Layout, js jet
 func newGRPCServer(cfg config.Config, lay layout.Layout, nc *nats.Conn, evlog *eventlog.Log, log *slog.Logger) *grpc.Server {
 	// Accept messages well over the command limit so an oversized command gets our clear
 	// INVALID_ARGUMENT instead of the transport's RESOURCE_EXHAUSTED.
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxCommandBytes + 4<<20))
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxCommandBytes+4<<20),
+		// Reuse handler goroutines instead of starting (and growing the stack of) one per call.
+		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))))
 	cospb.RegisterChiefOfStateServiceServer(srv, gateway.New(gateway.Config{
 		Layout:            lay,
 		NumShards:         cfg.NumShards,

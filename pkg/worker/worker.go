@@ -352,17 +352,20 @@ func (w *Worker) unavailable(what string, err error) error {
 
 // serializer runs messages for one entity one at a time, in arrival order, and different entities in
 // parallel up to a bound. Ordering within an entity keeps a worker from racing itself on the
-// expected-sequence check.
+// expected-sequence check. Entity runs go to a pool of long-lived goroutines: a fresh goroutine per
+// command would grow its stack through the gRPC and NATS calls every time.
 type serializer struct {
-	run  func(*nats.Msg)
-	sem  chan struct{}
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	busy map[string][]*nats.Msg // entity subject → queued messages behind the running one
+	run     func(*nats.Msg)
+	max     int
+	work    chan *nats.Msg // first message of an entity run, handed to an idle pool goroutine
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	busy    map[string][]*nats.Msg // entity subject → queued messages behind the running one
+	spawned int
 }
 
 func newSerializer(max int, run func(*nats.Msg)) *serializer {
-	return &serializer{run: run, sem: make(chan struct{}, max), busy: make(map[string][]*nats.Msg)}
+	return &serializer{run: run, max: max, work: make(chan *nats.Msg), busy: make(map[string][]*nats.Msg)}
 }
 
 // enqueue is the subscription callback; it blocks when max entities are in progress.
@@ -375,14 +378,39 @@ func (s *serializer) enqueue(m *nats.Msg) {
 	}
 	s.busy[m.Subject] = nil
 	s.mu.Unlock()
-	s.sem <- struct{}{}
-	s.wg.Add(1)
-	go s.drain(m)
+	select {
+	case s.work <- m: // an idle pool goroutine takes it
+		return
+	default:
+	}
+	s.mu.Lock()
+	grow := s.spawned < s.max
+	if grow {
+		s.spawned++
+	}
+	s.mu.Unlock()
+	if grow {
+		s.wg.Add(1)
+		go s.worker(m)
+		return
+	}
+	s.work <- m // all busy: wait for one
 }
 
-func (s *serializer) drain(m *nats.Msg) {
+// worker runs entity runs until the serializer is stopped.
+func (s *serializer) worker(m *nats.Msg) {
 	defer s.wg.Done()
-	defer func() { <-s.sem }()
+	for {
+		s.drain(m)
+		var ok bool
+		if m, ok = <-s.work; !ok {
+			return
+		}
+	}
+}
+
+// drain runs m and then every message queued behind it for the same entity.
+func (s *serializer) drain(m *nats.Msg) {
 	for {
 		s.run(m)
 		s.mu.Lock()
@@ -397,4 +425,8 @@ func (s *serializer) drain(m *nats.Msg) {
 	}
 }
 
-func (s *serializer) wait() { s.wg.Wait() }
+// wait stops the pool once the subscription has stopped delivering, and waits for runs in progress.
+func (s *serializer) wait() {
+	close(s.work)
+	s.wg.Wait()
+}
