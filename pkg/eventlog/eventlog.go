@@ -30,6 +30,10 @@ const (
 // ErrConflict means the entity changed since the expected sequence: reload and retry.
 var ErrConflict = errors.New("entity changed concurrently")
 
+// ErrBusy means the stream refused an atomic batch because too many are in flight (at most 50 per
+// stream): nothing was stored, and the append may be retried shortly.
+var ErrBusy = errors.New("too many atomic batches in flight")
+
 // ErrCorrupt means a stored message could not be decoded.
 var ErrCorrupt = errors.New("corrupt event message")
 
@@ -242,6 +246,8 @@ func classify(err error) error {
 		switch apiErr.ErrorCode {
 		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
 			return fmt.Errorf("%w: %v", ErrConflict, err)
+		case jetstreamext.JSErrCodeAtomicPublishTooManyInflight, jetstreamext.JSErrCodeBatchPublishTooManyInflight:
+			return fmt.Errorf("%w: %v", ErrBusy, err)
 		}
 	}
 	return fmt.Errorf("append: %w", err)

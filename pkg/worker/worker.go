@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -252,9 +253,7 @@ func (w *Worker) execute(base context.Context, subject string, data []byte) (*co
 		if ctx.Err() != nil {
 			return nil, false, status.Error(codes.DeadlineExceeded, "the command's deadline passed before its events were persisted; nothing was persisted")
 		}
-		actx, acancel := context.WithTimeout(base, AppendTimeout)
-		seq, aerr := w.deps.Store.Append(actx, app)
-		acancel()
+		seq, aerr := w.append(ctx, base, app)
 		if aerr == nil {
 			w.appends.Add(1)
 			last := res.Events[len(res.Events)-1]
@@ -272,6 +271,33 @@ func (w *Worker) execute(base context.Context, subject string, data []byte) (*co
 			continue
 		}
 		return w.settle(base, key, req.GetCommandId(), aerr)
+	}
+}
+
+// append stores the events, waiting out a stream that refuses atomic batches for load (nothing is
+// stored then) while the command's deadline allows. Each attempt has its own AppendTimeout.
+func (w *Worker) append(ctx, base context.Context, app eventlog.Append) (uint64, error) {
+	for attempt := 0; ; attempt++ {
+		actx, cancel := context.WithTimeout(base, AppendTimeout)
+		seq, err := w.deps.Store.Append(actx, app)
+		cancel()
+		if !errors.Is(err, eventlog.ErrBusy) || !busyWait(ctx, attempt) {
+			return seq, err
+		}
+	}
+}
+
+// busyWait backs off before retrying an append the stream refused for load. It reports false when the
+// command's deadline leaves no time to wait.
+func busyWait(ctx context.Context, attempt int) bool {
+	d := time.Duration(1+rand.IntN(1<<min(attempt, 5))) * time.Millisecond
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
