@@ -109,12 +109,22 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	if opts.Roles.Projector {
+		// Its own connection: deliveries and acks must not queue behind the command traffic.
+		pnc, err := info.Connect(cfg.ServiceName + "-projector")
+		if err != nil {
+			return fmt.Errorf("projector connection: %w", err)
+		}
+		defer pnc.Close()
+		pjs, err := jetstream.New(pnc)
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
 		p, err := readside.New(readside.Config{
 			Layout:    lay,
 			NumShards: cfg.NumShards,
 			ReadSides: cfg.EnabledReadSides(),
 			Timing:    timing(opts.ReadSideTiming),
-		}, readside.Deps{JS: js, Status: status, Logger: log.With("role", "projector")})
+		}, readside.Deps{JS: pjs, Status: status, Logger: log.With("role", "projector")})
 		if err != nil {
 			return err
 		}
