@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -45,6 +46,7 @@ func run(ctx context.Context) error {
 	flag.BoolVar(&o.Replication, "replication", true, "run the sync-always and R3 setups")
 	flag.StringVar(&o.NATSURL, "nats", os.Getenv("COS_NATS_URL"), "external NATS for scenarios 1-6 (default: embedded)")
 	quick := flag.Bool("quick", false, "short run: 2s per measurement, 20,000 entities at scale")
+	conc := flag.String("c", "1,8,64,256", "closed-loop concurrencies of scenario 1")
 	only := flag.String("only", "", "comma-separated scenario numbers to run (default all)")
 	flag.Float64Var(&o.AssumedMax, "max", 8000, "maximum rate for the open-loop scenarios when scenario 1 is not run")
 	flag.Func("env", "extra COS_* setting for the system, KEY=VALUE (repeatable)", func(v string) error {
@@ -53,6 +55,14 @@ func run(ctx context.Context) error {
 	})
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	o.Concurrency = nil
+	for _, c := range strings.Split(*conc, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 {
+			return fmt.Errorf("-c: %q is not a concurrency", c)
+		}
+		o.Concurrency = append(o.Concurrency, n)
+	}
 	if *only != "" {
 		o.Only = strings.Split(*only, ",")
 	}
