@@ -116,7 +116,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			break
 		}
 		rate := f * maxRate
-		add(OpenLoop(ctx, "ProcessCommand, open loop", fmt.Sprintf("%.0f%% of max (%.0f/s)", f*100, rate), rate, 4096, o.Duration, processOp(sys.Client, "o-", o.Entities, 1)))
+		variant := fmt.Sprintf("%.0f%% of max (%.0f/s)", f*100, rate)
+		add(OpenLoop(ctx, "ProcessCommand, open loop", variant, rate, 4096, o.Duration, processOp(sys.Client, "o-", o.Entities, 1)))
+		add(OpenLoop(ctx, "Floor, open loop", variant, rate, 4096, o.Duration, processOp(floor, "fo-", o.Entities, 1)))
 	}
 
 	// 5: GetState of recently written entities (the server's caches are warm).
