@@ -65,9 +65,9 @@ type Config struct {
 	CommandTimeout     time.Duration // COS_COMMAND_HANDLER_TIMEOUT, whole seconds [5]; > 0
 	HandlerCallTimeout time.Duration // COS_GRPC_CALLS_TIMEOUT, milliseconds [60000]; > 0
 
-	SnapshotFrequency      int  // COS_SNAPSHOT_FREQUENCY [100], >= 0 (accepted for compatibility; unused)
+	SnapshotFrequency      int  // COS_SNAPSHOT_FREQUENCY [100], >= 0: KV snapshot every this many revisions (0 = none)
 	NumSnapshotsToRetain   int  // COS_NUM_SNAPSHOTS_TO_RETAIN [2], >= 0 (accepted; unused)
-	DisableSnapshot        bool // COS_DISABLE_SNAPSHOT [false]: when true the KV snapshot cache is not used
+	DisableSnapshot        bool // COS_DISABLE_SNAPSHOT [false]: when true no KV snapshots are written
 	JournalLogicalDeletion bool // COS_JOURNAL_LOGICAL_DELETION [false] (accepted; unused)
 
 	NumShards       int  // COS_NUM_SHARDS [9], 1..1024

@@ -3,6 +3,14 @@ package eventlog
 import (
 	"fmt"
 	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 )
 
 func TestRecentPushLookupRoundTrip(t *testing.T) {
@@ -63,5 +71,26 @@ func BenchmarkRecentPushString(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		_ = r.Push("0b7c7d9e-3c55-4c1f-9a4e-1f0e2d3c4b5a", 1234567, 16).String()
+	}
+}
+
+// BenchmarkEventWrapperRoundTrip is the per-event encoding work: marshal a wrapper, decode it as a head.
+func BenchmarkEventWrapperRoundTrip(b *testing.B) {
+	w := &cospb.EventWrapper{
+		Event:          &anypb.Any{TypeUrl: "type.googleapis.com/bank.AccountCredited", Value: make([]byte, 32)},
+		ResultingState: &anypb.Any{TypeUrl: "type.googleapis.com/bank.BankAccount", Value: make([]byte, 200)},
+		Meta:           &cospb.MetaData{EntityId: "account-0123456789", RevisionNumber: 42, RevisionDate: timestamppb.Now()},
+	}
+	hdr := nats.Header{}
+	hdr.Set(HeaderCommandID, "0b7c7d9e-3c55-4c1f-9a4e-1f0e2d3c4b5a")
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		data, err := proto.Marshal(w)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := decodeHead(&jetstream.RawStreamMsg{Data: data, Header: hdr, Sequence: 1}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

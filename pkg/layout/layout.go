@@ -40,7 +40,7 @@ func Default() Layout {
 // EventStream is the name of the event stream.
 func (l Layout) EventStream() string { return l.prefix + "_EVENTS" }
 
-// StateBucket is the name of the KV bucket used as snapshot cache.
+// StateBucket is the name of the KV bucket holding periodic snapshots.
 func (l Layout) StateBucket() string { return l.prefix + "_STATE" }
 
 // EventSubjects is the event stream's subject filter.

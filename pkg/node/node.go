@@ -227,11 +227,12 @@ func connect(cfg config.Config, log *slog.Logger, info *Info) (*nats.Conn, func(
 func newWorker(ctx context.Context, cfg config.Config, lay layout.Layout, js jetstream.JetStream, nc *nats.Conn,
 	evlog *eventlog.Log, log *slog.Logger) (*worker.Worker, func(), error) {
 	cache, err := statecache.Open(ctx, js, statecache.Config{
-		Layout:   lay,
-		Entries:  cfg.StateCacheEntries,
-		UseKV:    !cfg.DisableSnapshot,
-		Replicas: cfg.NATS.Replicas,
-		TTL:      24 * time.Hour,
+		Layout:        lay,
+		Entries:       cfg.StateCacheEntries,
+		UseKV:         !cfg.DisableSnapshot,
+		SnapshotEvery: cfg.SnapshotFrequency,
+		Replicas:      cfg.NATS.Replicas,
+		TTL:           24 * time.Hour,
 	}, log)
 	if err != nil {
 		return nil, nil, err

@@ -1,6 +1,11 @@
-// Package statecache keeps recent entity heads close to the workers: a bounded in-process LRU in
-// front of a JetStream KV bucket. It is only a cache: entries may be stale, missing or wiped at any
-// time, and the event log's optimistic-concurrency check catches every stale read.
+// Package statecache keeps recent entity heads close to a worker in a bounded in-process LRU, and
+// writes periodic snapshots to a JetStream KV bucket. The LRU is only a cache: an entry may be stale
+// (another worker appended since), and the event log's optimistic-concurrency check catches that.
+//
+// The KV snapshots are not read on the command path: every event already stores the full resulting
+// state, so the entity's last event is as cheap to read as a KV entry and always current. Writing a KV
+// entry on every command was measured to multiply tail latency (compaction of the bucket's history)
+// for no gain, so snapshots are written every SnapshotEvery revisions, for operators and tools.
 package statecache
 
 import (
@@ -25,10 +30,13 @@ import (
 
 // Config sets the cache's size and its KV bucket.
 type Config struct {
-	Layout   layout.Layout
-	Entries  int  // in-process entries; 0 disables the LRU
-	UseKV    bool // false disables the KV bucket (COS_DISABLE_SNAPSHOT)
-	Replicas int
+	Layout  layout.Layout
+	Entries int  // in-process entries; 0 disables the LRU
+	UseKV   bool // false disables the KV bucket (COS_DISABLE_SNAPSHOT)
+	// SnapshotEvery writes a KV snapshot when an append reaches a multiple of this revision
+	// (COS_SNAPSHOT_FREQUENCY); 0 writes none.
+	SnapshotEvery int
+	Replicas      int
 	// TTL bounds how long an untouched entity stays in the bucket, so the bucket does not grow with
 	// every entity ever written.
 	TTL time.Duration
@@ -40,22 +48,23 @@ type Cache struct {
 	kv     jetstream.KeyValue
 	nc     *nats.Conn
 	prefix string // KV key subject prefix, "$KV.<bucket>."
+	every  uint32
 	log    *slog.Logger
 }
 
 // Open creates or binds the KV bucket (when enabled) and the LRU.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*Cache, error) {
-	c := &Cache{log: log}
+	c := &Cache{log: log, every: uint32(max(cfg.SnapshotEvery, 0))}
 	if cfg.Entries > 0 {
 		c.lru = newLRU(cfg.Entries)
 	}
-	if !cfg.UseKV {
+	if !cfg.UseKV || cfg.SnapshotEvery <= 0 {
 		return c, nil
 	}
 	name := cfg.Layout.StateBucket()
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      name,
-		Description: "chief-of-state snapshot cache (Snapshot per entity; may be wiped at any time)",
+		Description: "chief-of-state periodic snapshots (Snapshot per entity; never read on the command path)",
 		History:     1,
 		TTL:         cfg.TTL,
 		Storage:     jetstream.FileStorage,
@@ -68,35 +77,17 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	return c, nil
 }
 
-// Get returns a cached head, if any. Errors only cost a cache miss.
-func (c *Cache) Get(ctx context.Context, k entity.Key) (eventlog.Head, bool) {
-	if h, ok := c.lru.get(k.Token); ok {
-		return h, true
-	}
-	if c.kv == nil {
-		return eventlog.Head{}, false
-	}
-	e, err := c.kv.Get(ctx, k.Token)
-	if err != nil {
-		if !errors.Is(err, jetstream.ErrKeyNotFound) {
-			c.log.Debug("state cache read failed", "entity", k.ID, "err", err)
-		}
-		return eventlog.Head{}, false
-	}
-	h, err := decode(e.Value())
-	if err != nil {
-		c.log.Warn("ignoring undecodable state cache entry", "entity", k.ID, "err", err)
-		return eventlog.Head{}, false
-	}
-	c.lru.put(k.Token, h)
-	return h, true
+// Get returns the in-process head of an entity, if any.
+func (c *Cache) Get(_ context.Context, k entity.Key) (eventlog.Head, bool) {
+	return c.lru.get(k.Token)
 }
 
-// Put records a head after a successful append. The KV write is fire-and-forget: it costs no round
-// trip on the command path, and a lost or reordered write only makes the cache stale.
-func (c *Cache) Put(k entity.Key, h eventlog.Head) {
+// Put records a head after a successful append that moved the entity on from priorRevision. When the
+// append reached a multiple of SnapshotEvery, the head also goes to the KV bucket, fire-and-forget: it
+// costs no round trip on the command path.
+func (c *Cache) Put(k entity.Key, h eventlog.Head, priorRevision uint32) {
 	c.lru.put(k.Token, h)
-	if c.kv == nil {
+	if c.kv == nil || h.Revision()/c.every == priorRevision/c.every {
 		return
 	}
 	data, err := proto.Marshal(encode(h))
@@ -104,8 +95,27 @@ func (c *Cache) Put(k entity.Key, h eventlog.Head) {
 		err = c.nc.Publish(c.prefix+k.Token, data)
 	}
 	if err != nil {
-		c.log.Debug("state cache write failed", "entity", k.ID, "err", err)
+		c.log.Debug("snapshot write failed", "entity", k.ID, "err", err)
 	}
+}
+
+// Snapshot reads an entity's latest KV snapshot (for tools and tests; the command path never does).
+func (c *Cache) Snapshot(ctx context.Context, k entity.Key) (eventlog.Head, bool, error) {
+	if c.kv == nil {
+		return eventlog.Head{}, false, nil
+	}
+	e, err := c.kv.Get(ctx, k.Token)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return eventlog.Head{}, false, nil
+	}
+	if err != nil {
+		return eventlog.Head{}, false, fmt.Errorf("read snapshot of %q: %w", k.ID, err)
+	}
+	h, err := decode(e.Value())
+	if err != nil {
+		return eventlog.Head{}, false, fmt.Errorf("decode snapshot of %q: %w", k.ID, err)
+	}
+	return h, true, nil
 }
 
 // Forget drops an entity from the in-process cache, e.g. after a conflict proved it stale.

@@ -70,10 +70,11 @@ type Store interface {
 	MaxPayload() int64
 }
 
-// Cache is the snapshot cache as the worker uses it.
+// Cache is the state cache as the worker uses it. A cached head may be stale; the append's
+// expected-sequence check catches that.
 type Cache interface {
 	Get(ctx context.Context, k entity.Key) (eventlog.Head, bool)
-	Put(k entity.Key, h eventlog.Head)
+	Put(k entity.Key, h eventlog.Head, priorRevision uint32)
 	Forget(k entity.Key)
 }
 
@@ -257,7 +258,7 @@ func (w *Worker) execute(base context.Context, subject string, data []byte) (*co
 		if aerr == nil {
 			w.appends.Add(1)
 			last := res.Events[len(res.Events)-1]
-			w.deps.Cache.Put(key, eventlog.Head{Seq: seq, State: last.GetResultingState(), Meta: last.GetMeta(), CommandID: app.CommandID, Recent: app.Recent})
+			w.deps.Cache.Put(key, eventlog.Head{Seq: seq, State: last.GetResultingState(), Meta: last.GetMeta(), CommandID: app.CommandID, Recent: app.Recent}, head.Revision())
 			return &cospb.ProcessCommandResponse{State: last.GetResultingState(), Meta: last.GetMeta()}, false, nil
 		}
 		if errors.Is(aerr, eventlog.ErrConflict) {

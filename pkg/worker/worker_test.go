@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -30,11 +31,15 @@ import (
 // either after the append really happened (the ack was lost) or instead of it (the request was lost).
 type lostAck struct {
 	*eventlog.Log
-	stored   bool // whether the append reaches the log before the "timeout"
-	conflict bool // answer every append with a conflict instead
+	stored      bool // whether the append reaches the log before the "timeout"
+	passthrough bool // behave like the real log
+	conflict    bool // answer every append with a conflict instead
 }
 
 func (l *lostAck) Append(ctx context.Context, a eventlog.Append) (uint64, error) {
+	if l.passthrough {
+		return l.Log.Append(ctx, a)
+	}
 	if l.conflict {
 		return 0, fmt.Errorf("%w: forced by the test", eventlog.ErrConflict)
 	}
@@ -47,10 +52,13 @@ func (l *lostAck) Append(ctx context.Context, a eventlog.Append) (uint64, error)
 }
 
 type rig struct {
-	w       *worker.Worker
-	log     *eventlog.Log
-	store   *lostAck
-	handler *costest.Counter
+	w             *worker.Worker
+	log           *eventlog.Log
+	store         *lostAck
+	handler       *costest.Counter
+	handlerClient cospb.WriteSideHandlerServiceClient
+	cfg           worker.Config
+	nc            *nats.Conn
 }
 
 func newRig(t *testing.T) *rig {
@@ -75,14 +83,16 @@ func newRig(t *testing.T) *rig {
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	store := &lostAck{Log: log}
-	w, err := worker.New(worker.Config{
+	cfg := worker.Config{
 		Layout: lay, NumShards: 9, CommandTimeout: 5 * time.Second, ConflictRetries: 3,
 		IdempotencyWindow: 16, MaxCommandBytes: 1 << 20,
-	}, worker.Deps{Conn: nc, Store: store, Cache: cache, Handler: cospb.NewWriteSideHandlerServiceClient(conn), Logger: costest.Logger(t)})
+	}
+	client := cospb.NewWriteSideHandlerServiceClient(conn)
+	w, err := worker.New(cfg, worker.Deps{Conn: nc, Store: store, Cache: cache, Handler: client, Logger: costest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rig{w: w, log: log, store: store, handler: h}
+	return &rig{w: w, log: log, store: store, handler: h, handlerClient: client, cfg: cfg, nc: nc}
 }
 
 func (r *rig) execute(t *testing.T, id, cmd, commandID string) (*cospb.ProcessCommandResponse, error) {
@@ -157,5 +167,47 @@ func TestConflictsExhaustedAbort(t *testing.T) {
 	}
 	if rev := r.revision(t, "c"); rev != 0 {
 		t.Fatalf("revision %d", rev)
+	}
+}
+
+// staleCache serves one fixed, outdated head, as a worker's cache does after another worker appended.
+type staleCache struct{ head eventlog.Head }
+
+func (c staleCache) Get(context.Context, entity.Key) (eventlog.Head, bool) {
+	return c.head, c.head.Seq > 0
+}
+func (staleCache) Put(entity.Key, eventlog.Head, uint32) {}
+func (staleCache) Forget(entity.Key)                     {}
+
+// A stale cached head costs exactly one conflict and a reload; the answer is still right.
+func TestStaleCacheIsCorrected(t *testing.T) {
+	r := newRig(t)
+	r.store.stored = true
+	r.store.passthrough = true
+	if _, err := r.execute(t, "st", "add:1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := entity.NewKey("st", 9)
+	old, err := r.log.Last(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.execute(t, "st", "add:1", "b"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(r.cfg, worker.Deps{Conn: r.nc, Store: r.log, Cache: staleCache{head: old}, Handler: r.handlerClient, Logger: costest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.w = w
+	resp, err := r.execute(t, "st", "add:1", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetMeta().GetRevisionNumber() != 3 || costest.Value(resp.GetState()) != 3 {
+		t.Fatalf("with a stale cache: %v", resp)
+	}
+	if st := w.Stats(); st.Conflicts != 1 || st.Appends != 1 {
+		t.Fatalf("stats %+v: the stale read should cost exactly one conflict", st)
 	}
 }

@@ -5,7 +5,7 @@
 // source: cosnats/v1/command.proto
 
 // Messages of this project (not part of the COS contract): what travels between the gateway and the
-// workers over NATS, and what the snapshot cache stores.
+// workers over NATS, and what the snapshot bucket stores.
 
 package cosnatsv1
 
@@ -208,7 +208,7 @@ func (*CommandReply_Response) isCommandReply_Outcome() {}
 
 func (*CommandReply_Status) isCommandReply_Outcome() {}
 
-// Snapshot is the value of a key in the snapshot cache bucket.
+// Snapshot is the value of a key in the snapshot bucket (written every COS_SNAPSHOT_FREQUENCY revisions).
 type Snapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	State *v1.StateWrapper       `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
