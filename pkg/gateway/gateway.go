@@ -42,6 +42,32 @@ type Config struct {
 	PersistedHeaders  []string
 }
 
+// Dispatcher delivers an encoded CommandRequest to a worker and returns its reply: over NATS
+// (NATSDispatcher), or straight to a worker in the same process (*worker.Worker).
+type Dispatcher interface {
+	Dispatch(ctx context.Context, subject string, data []byte) (*natspb.CommandReply, error)
+}
+
+// NATSDispatcher sends commands as NATS requests on their command subject.
+type NATSDispatcher struct{ Conn *nats.Conn }
+
+// Dispatch implements Dispatcher.
+func (d NATSDispatcher) Dispatch(ctx context.Context, subject string, data []byte) (*natspb.CommandReply, error) {
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	resp, err := d.Conn.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		return nil, err
+	}
+	var reply natspb.CommandReply
+	if err := proto.Unmarshal(resp.Data, &reply); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadReply, err)
+	}
+	return &reply, nil
+}
+
+var errBadReply = errors.New("undecodable reply from a worker")
+
 // Reader reads entity heads; the event log implements it.
 type Reader interface {
 	Last(ctx context.Context, k entity.Key) (eventlog.Head, error)
@@ -50,15 +76,15 @@ type Reader interface {
 // Service implements cospb.ChiefOfStateServiceServer.
 type Service struct {
 	cospb.UnimplementedChiefOfStateServiceServer
-	cfg    Config
-	nc     *nats.Conn
-	reader Reader
-	log    *slog.Logger
+	cfg      Config
+	dispatch Dispatcher
+	reader   Reader
+	log      *slog.Logger
 }
 
 // New builds the service.
-func New(cfg Config, nc *nats.Conn, reader Reader, log *slog.Logger) *Service {
-	return &Service{cfg: cfg, nc: nc, reader: reader, log: log}
+func New(cfg Config, dispatch Dispatcher, reader Reader, log *slog.Logger) *Service {
+	return &Service{cfg: cfg, dispatch: dispatch, reader: reader, log: log}
 }
 
 // ProcessCommand implements the COS RPC.
@@ -103,18 +129,11 @@ func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandR
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "command cannot be encoded: %v", err)
 	}
-	msg := nats.NewMsg(s.cfg.Layout.CommandSubject(key))
-	msg.Data = data
 	wctx, cancel := context.WithDeadline(ctx, deadline.Add(worker.ReplyGrace))
 	defer cancel()
-	resp, err := s.nc.RequestMsgWithContext(wctx, msg)
+	reply, err := s.dispatch.Dispatch(wctx, s.cfg.Layout.CommandSubject(key), data)
 	if err != nil {
 		return nil, s.requestError(ctx, commandID, err)
-	}
-	var reply natspb.CommandReply
-	if err := proto.Unmarshal(resp.Data, &reply); err != nil {
-		s.log.Error("undecodable worker reply", "err", err)
-		return nil, status.Errorf(codes.Unknown, "undecodable reply from a worker: the outcome of command %s is unknown; retry with the same %s", commandID, CommandIDKey)
 	}
 	switch out := reply.GetOutcome().(type) {
 	case *natspb.CommandReply_Response:
@@ -132,7 +151,7 @@ func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandR
 // requestError maps a failed NATS request. Only "no responders" is certain to have done nothing.
 func (s *Service) requestError(ctx context.Context, commandID string, err error) error {
 	switch {
-	case errors.Is(err, nats.ErrNoResponders):
+	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, worker.ErrStopped):
 		return status.Error(codes.Unavailable, "no worker is available; the command was not processed")
 	case ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
 		return status.Errorf(codes.Canceled, "call cancelled: the outcome of command %s is unknown; retry with the same %s", commandID, CommandIDKey)

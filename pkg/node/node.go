@@ -149,7 +149,11 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			}
 		}
 		info.GRPCAddr = lis.Addr().String()
-		srv := newGRPCServer(cfg, lay, nc, evlog, log)
+		var dispatch gateway.Dispatcher = gateway.NATSDispatcher{Conn: nc}
+		if info.Worker != nil {
+			dispatch = info.Worker // same process: skip the NATS round trip
+		}
+		srv := newGRPCServer(cfg, lay, dispatch, evlog, log)
 		mgr := readside.NewManager(js, status, lay, cfg.NumShards, cfg.EnabledReadSides(), log.With("role", "manager"))
 		cospb.RegisterReadSideManagerServiceServer(srv, mgr)
 		natspb.RegisterReadSideStatusServiceServer(srv, mgr)
@@ -274,7 +278,7 @@ func newWorker(ctx context.Context, cfg config.Config, lay layout.Layout, js jet
 	return w, func() { _ = conn.Close() }, nil
 }
 
-func newGRPCServer(cfg config.Config, lay layout.Layout, nc *nats.Conn, evlog *eventlog.Log, log *slog.Logger) *grpc.Server {
+func newGRPCServer(cfg config.Config, lay layout.Layout, dispatch gateway.Dispatcher, evlog *eventlog.Log, log *slog.Logger) *grpc.Server {
 	// Accept messages well over the command limit so an oversized command gets our clear
 	// INVALID_ARGUMENT instead of the transport's RESOURCE_EXHAUSTED.
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxCommandBytes+4<<20),
@@ -287,7 +291,7 @@ func newGRPCServer(cfg config.Config, lay layout.Layout, nc *nats.Conn, evlog *e
 		MaxCommandBytes:   cfg.MaxCommandBytes,
 		PropagatedHeaders: cfg.WriteSide.PropagatedHeaders,
 		PersistedHeaders:  cfg.WriteSide.PersistedHeaders,
-	}, nc, evlog, log.With("role", "gateway")))
+	}, dispatch, evlog, log.With("role", "gateway")))
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(cospb.ChiefOfStateService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)

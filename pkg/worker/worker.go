@@ -102,7 +102,12 @@ type Worker struct {
 
 	commands, appends, conflicts, replays atomic.Uint64
 	subscribed                            chan struct{}
+	q                                     *serializer
 }
+
+// ErrStopped is returned by Dispatch when the worker does not run (any more): the command was not
+// processed.
+var ErrStopped = errors.New("worker stopped")
 
 // New builds a worker; it starts nothing.
 func New(cfg Config, deps Deps) (*Worker, error) {
@@ -112,7 +117,7 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 1024
 	}
-	return &Worker{cfg: cfg, deps: deps, subscribed: make(chan struct{})}, nil
+	return &Worker{cfg: cfg, deps: deps, subscribed: make(chan struct{}), q: newSerializer(cfg.MaxConcurrent)}, nil
 }
 
 // Subscribed is closed once the worker receives commands.
@@ -126,9 +131,8 @@ func (w *Worker) Stats() Stats {
 // Run serves commands until ctx ends, then stops taking new ones and finishes those in progress.
 func (w *Worker) Run(ctx context.Context) error {
 	// Commands in progress finish even when ctx ends: an append that started is seen through.
-	base := context.WithoutCancel(ctx)
-	q := newSerializer(w.cfg.MaxConcurrent, func(m *nats.Msg) { w.serve(base, m) })
-	sub, err := w.deps.Conn.QueueSubscribe(w.cfg.Layout.CommandSubjects(), w.cfg.Layout.WorkerQueue(), q.enqueue)
+	w.q.start(func(j job) { j.done(w.Execute(context.WithoutCancel(ctx), j.subject, j.data)) })
+	sub, err := w.deps.Conn.QueueSubscribe(w.cfg.Layout.CommandSubjects(), w.cfg.Layout.WorkerQueue(), w.onMsg)
 	if err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
 	}
@@ -145,22 +149,47 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		w.deps.Logger.Warn("unsubscribe from commands", "err", err)
 	}
-	q.wait()
+	w.q.stop()
 	return nil
 }
 
-// serve executes one command message and replies when the sender asked for a reply.
-func (w *Worker) serve(ctx context.Context, m *nats.Msg) {
-	reply := w.Execute(ctx, m.Subject, m.Data)
-	if m.Reply == "" {
-		return
+// onMsg takes a command from NATS; the reply goes back when the sender asked for one.
+func (w *Worker) onMsg(m *nats.Msg) {
+	respond := func(reply *natspb.CommandReply) {
+		if m.Reply == "" {
+			return
+		}
+		data, err := proto.Marshal(reply)
+		if err == nil {
+			err = m.Respond(data)
+		}
+		if err != nil {
+			w.deps.Logger.Warn("reply to command", "subject", m.Subject, "err", err)
+		}
 	}
-	data, err := proto.Marshal(reply)
-	if err == nil {
-		err = m.Respond(data)
+	if !w.q.enqueue(job{subject: m.Subject, data: m.Data, done: respond}) {
+		respond(statusReply(status.New(codes.Unavailable, "the worker is stopping; the command was not processed")))
 	}
-	if err != nil {
-		w.deps.Logger.Warn("reply to command", "subject", m.Subject, "err", err)
+}
+
+// Dispatch runs a command in this process, as if it had arrived on subject: the gateway uses it when
+// it shares the process with the worker, saving the NATS round trip. Commands for one entity from
+// here and from NATS share one queue.
+func (w *Worker) Dispatch(ctx context.Context, subject string, data []byte) (*natspb.CommandReply, error) {
+	select {
+	case <-w.subscribed:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	ch := make(chan *natspb.CommandReply, 1)
+	if !w.q.enqueue(job{subject: subject, data: data, done: func(r *natspb.CommandReply) { ch <- r }}) {
+		return nil, ErrStopped
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 
@@ -169,13 +198,17 @@ func (w *Worker) Execute(ctx context.Context, subject string, data []byte) *nats
 	resp, replayed, err := w.execute(ctx, subject, data)
 	if err != nil {
 		st, _ := status.FromError(err)
-		b, merr := proto.Marshal(st.Proto())
-		if merr != nil {
-			b, _ = proto.Marshal(status.New(codes.Internal, "internal error").Proto())
-		}
-		return &natspb.CommandReply{Outcome: &natspb.CommandReply_Status{Status: b}}
+		return statusReply(st)
 	}
 	return &natspb.CommandReply{Outcome: &natspb.CommandReply_Response{Response: resp}, Replayed: replayed}
+}
+
+func statusReply(st *status.Status) *natspb.CommandReply {
+	b, err := proto.Marshal(st.Proto())
+	if err != nil {
+		b, _ = proto.Marshal(status.New(codes.Internal, "internal error").Proto())
+	}
+	return &natspb.CommandReply{Outcome: &natspb.CommandReply_Status{Status: b}}
 }
 
 func (w *Worker) decode(subject string, data []byte) (*natspb.CommandRequest, entity.Key, error) {
@@ -377,83 +410,103 @@ func (w *Worker) unavailable(what string, err error) error {
 	return status.Errorf(codes.Unavailable, "%s failed: the event store is unavailable; nothing was persisted", what)
 }
 
-// serializer runs messages for one entity one at a time, in arrival order, and different entities in
-// parallel up to a bound. Ordering within an entity keeps a worker from racing itself on the
-// expected-sequence check. Entity runs go to a pool of long-lived goroutines: a fresh goroutine per
-// command would grow its stack through the gRPC and NATS calls every time.
+// job is one command to run, from NATS or from Dispatch.
+type job struct {
+	subject string
+	data    []byte
+	done    func(*natspb.CommandReply)
+}
+
+// serializer runs the jobs of one entity (one command subject) one at a time, in arrival order, and
+// different entities in parallel up to a bound. Ordering within an entity keeps a worker from racing
+// itself on the expected-sequence check. Entity runs go to a pool of long-lived goroutines: a fresh
+// goroutine per command would grow its stack through the gRPC and NATS calls every time.
 type serializer struct {
-	run     func(*nats.Msg)
+	run     func(job)
 	max     int
-	work    chan *nats.Msg // first message of an entity run, handed to an idle pool goroutine
+	work    chan job // first job of an entity run, handed to an idle pool goroutine
 	wg      sync.WaitGroup
+	closing sync.RWMutex // held for reading by enqueue, for writing by stop
+	closed  bool
 	mu      sync.Mutex
-	busy    map[string][]*nats.Msg // entity subject → queued messages behind the running one
+	busy    map[string][]job // entity subject → jobs queued behind the running one
 	spawned int
 }
 
-func newSerializer(max int, run func(*nats.Msg)) *serializer {
-	return &serializer{run: run, max: max, work: make(chan *nats.Msg), busy: make(map[string][]*nats.Msg)}
+func newSerializer(max int) *serializer {
+	return &serializer{max: max, work: make(chan job), busy: make(map[string][]job)}
 }
 
-// enqueue is the subscription callback; it blocks when max entities are in progress.
-func (s *serializer) enqueue(m *nats.Msg) {
+// start sets what runs a job; enqueue may be called from then on.
+func (s *serializer) start(run func(job)) { s.run = run }
+
+// enqueue queues a job; it blocks while max entities are in progress, and reports false once stopped.
+func (s *serializer) enqueue(j job) bool {
+	s.closing.RLock()
+	defer s.closing.RUnlock()
+	if s.closed || s.run == nil {
+		return false
+	}
 	s.mu.Lock()
-	if q, ok := s.busy[m.Subject]; ok {
-		s.busy[m.Subject] = append(q, m)
+	if q, ok := s.busy[j.subject]; ok {
+		s.busy[j.subject] = append(q, j)
 		s.mu.Unlock()
-		return
+		return true
 	}
-	s.busy[m.Subject] = nil
-	s.mu.Unlock()
+	s.busy[j.subject] = nil
+	grow := false
 	select {
-	case s.work <- m: // an idle pool goroutine takes it
-		return
+	case s.work <- j: // an idle pool goroutine takes it
+		s.mu.Unlock()
+		return true
 	default:
-	}
-	s.mu.Lock()
-	grow := s.spawned < s.max
-	if grow {
-		s.spawned++
+		if grow = s.spawned < s.max; grow {
+			s.spawned++
+		}
 	}
 	s.mu.Unlock()
 	if grow {
 		s.wg.Add(1)
-		go s.worker(m)
-		return
+		go s.worker(j)
+		return true
 	}
-	s.work <- m // all busy: wait for one
+	s.work <- j // all busy: wait for one
+	return true
 }
 
 // worker runs entity runs until the serializer is stopped.
-func (s *serializer) worker(m *nats.Msg) {
+func (s *serializer) worker(j job) {
 	defer s.wg.Done()
 	for {
-		s.drain(m)
+		s.drain(j)
 		var ok bool
-		if m, ok = <-s.work; !ok {
+		if j, ok = <-s.work; !ok {
 			return
 		}
 	}
 }
 
-// drain runs m and then every message queued behind it for the same entity.
-func (s *serializer) drain(m *nats.Msg) {
+// drain runs j and then every job queued behind it for the same entity.
+func (s *serializer) drain(j job) {
 	for {
-		s.run(m)
+		s.run(j)
 		s.mu.Lock()
-		q := s.busy[m.Subject]
+		q := s.busy[j.subject]
 		if len(q) == 0 {
-			delete(s.busy, m.Subject)
+			delete(s.busy, j.subject)
 			s.mu.Unlock()
 			return
 		}
-		m, s.busy[m.Subject] = q[0], q[1:]
+		j, s.busy[j.subject] = q[0], q[1:]
 		s.mu.Unlock()
 	}
 }
 
-// wait stops the pool once the subscription has stopped delivering, and waits for runs in progress.
-func (s *serializer) wait() {
+// stop refuses new jobs, lets queued and running ones finish, and ends the pool.
+func (s *serializer) stop() {
+	s.closing.Lock()
+	s.closed = true
 	close(s.work)
+	s.closing.Unlock()
 	s.wg.Wait()
 }
