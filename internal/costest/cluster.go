@@ -3,7 +3,6 @@ package costest
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -84,7 +83,7 @@ func (c *Cluster) WaitReady() {
 func (c *Cluster) WaitForInterest(subject string, n int) {
 	c.t.Helper()
 	var why string
-	if !poll(clusterReadyTimeout, func() bool {
+	Eventually(c.t, clusterReadyTimeout, "interest on "+subject, func() bool {
 		why = ""
 		for i := range c.Size() {
 			s := c.Server(i)
@@ -97,23 +96,5 @@ func (c *Cluster) WaitForInterest(subject string, n int) {
 			}
 		}
 		return true
-	}) {
-		c.t.Fatalf("interest not propagated within %s: %s", clusterReadyTimeout, why)
-	}
-}
-
-// poll calls cond every few milliseconds until it returns true or timeout passes.
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		<-tick.C
-	}
+	}, &why)
 }

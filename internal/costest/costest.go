@@ -174,3 +174,23 @@ func Client(t testing.TB, addr string) cospb.ChiefOfStateServiceClient {
 	t.Cleanup(func() { _ = conn.Close() })
 	return cospb.NewChiefOfStateServiceClient(conn)
 }
+
+// Eventually polls a condition that becomes true asynchronously (an ack applied by the server, interest
+// crossing a route) every few milliseconds, and fails the test if it does not hold within timeout.
+// why, when given, is filled by cond with the reason it is still false, for the failure message.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool, why ...*string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			reason := ""
+			if len(why) > 0 && why[0] != nil {
+				reason = ": " + *why[0]
+			}
+			t.Fatalf("timed out after %s waiting for %s%s", timeout, what, reason)
+		}
+		<-tick.C
+	}
+}

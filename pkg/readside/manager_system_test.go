@@ -52,7 +52,7 @@ func TestPauseResumeRestartSkip(t *testing.T) {
 
 	r, err := s.manager.PauseReadSide(ctx, &cospb.PauseReadSideRequest{ReadSideId: "rs"})
 	ok(t, "pause", r.GetSuccessful(), err)
-	eventually(t, 10*time.Second, "acks applied", func() bool {
+	costest.Eventually(t, 10*time.Second, "acks applied", func() bool {
 		return s.consumerInfo("rs", shard).AckFloor.Stream > 0 && s.consumerInfo("rs", shard).NumAckPending == 0
 	})
 	delivered := s.consumerInfo("rs", shard).Delivered.Stream
@@ -108,7 +108,7 @@ func TestPauseResumeRestartSkip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the offset at revision 7", func() bool {
+	costest.Eventually(t, 10*time.Second, "the offset at revision 7", func() bool {
 		o, err := s.manager.GetLatestOffsetByShard(ctx, &cospb.GetLatestOffsetByShardRequest{ReadSideId: "rs", ClusterShardNumber: uint64(shard)})
 		return err == nil && o.GetOffsets().GetOffset() == last.Sequence && o.GetOffsets().GetClusterShardNumber() == uint64(shard)
 	})
@@ -126,7 +126,7 @@ func TestAutoStartFalseStartsPaused(t *testing.T) {
 	s.start()
 	s.projector()
 	s.write("e", 2)
-	eventually(t, 10*time.Second, "the shard's consumer", func() bool {
+	costest.Eventually(t, 10*time.Second, "the shard's consumer", func() bool {
 		st := s.shardStatus("manual", s.shard("e"))
 		return st.GetPaused() && st.GetPending() == 2
 	})

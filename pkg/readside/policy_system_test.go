@@ -89,7 +89,7 @@ func testStop(t *testing.T, policy config.FailurePolicy, attempts int) {
 	r := newPoisonRig(t, policy)
 	r.rec.WaitFor(t, 30*time.Second, "the other shards", allReceived(r.others, 3))
 	shard := r.shard("poison")
-	eventually(t, 30*time.Second, "the poison shard stopped", func() bool {
+	costest.Eventually(t, 30*time.Second, "the poison shard stopped", func() bool {
 		st := r.shardStatus("rs", shard)
 		return st.GetStopped() && st.GetPaused()
 	})
@@ -121,7 +121,7 @@ func TestDefaultPolicyRetriesWithoutBlockingOtherShards(t *testing.T) {
 	r.rec.WaitFor(t, 30*time.Second, "other shards while poison fails", func(rec *costest.Recorder) bool {
 		return allReceived(r.others, 3)(rec) && rec.Attempts("poison", 2) >= 3
 	})
-	eventually(t, 10*time.Second, "a failing status", func() bool {
+	costest.Eventually(t, 10*time.Second, "a failing status", func() bool {
 		st := r.shardStatus("rs", r.shard("poison"))
 		return st.GetFailing() && !st.GetStopped() && st.GetAttempts() >= 2 && st.GetPending() == 2
 	})
@@ -130,7 +130,7 @@ func TestDefaultPolicyRetriesWithoutBlockingOtherShards(t *testing.T) {
 	if got := r.rec.Received("poison"); !equal(got, 1, 2, 3) {
 		t.Fatalf("after recovery: %v", got)
 	}
-	eventually(t, 10*time.Second, "the failure cleared", func() bool { return !r.shardStatus("rs", r.shard("poison")).GetFailing() })
+	costest.Eventually(t, 10*time.Second, "the failure cleared", func() bool { return !r.shardStatus("rs", r.shard("poison")).GetFailing() })
 }
 
 // A read side slower than its TIMEOUT: the call is cut off at the deadline and retried.

@@ -106,21 +106,6 @@ func (s *rsys) shardStatus(rs string, shard int) *natspb.ReadSideShardStatus {
 	return nil
 }
 
-// eventually polls a server-side condition (an ack or a pause is applied asynchronously) until it
-// holds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
-
 func allReceived(ids []string, n int) func(*costest.Recorder) bool {
 	return func(r *costest.Recorder) bool {
 		for _, id := range ids {
@@ -178,7 +163,7 @@ func TestEveryEventReachesEveryReadSideInOrder(t *testing.T) {
 			want[uint64(shard)] = m.Sequence
 		}
 	}
-	eventually(t, 10*time.Second, "offsets at each shard's last event", func() bool {
+	costest.Eventually(t, 10*time.Second, "offsets at each shard's last event", func() bool {
 		resp, err := s.manager.GetLatestOffset(context.Background(), &cospb.GetLatestOffsetRequest{ReadSideId: "beta"})
 		if err != nil || len(resp.GetOffsets()) != s.cfg.NumShards {
 			return false
