@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
+	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
 	"github.com/cosnats/cosnats/internal/costest"
 	"github.com/cosnats/cosnats/pkg/config"
 	"github.com/cosnats/cosnats/pkg/entity"
@@ -227,4 +229,50 @@ func mustMarshal(t *testing.T, m proto.Message) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// In single-process mode the gateway dispatches in-process; commands published straight onto NATS for
+// the same entity join the same per-entity queue: interleaved, they never race each other.
+func TestInProcessAndNATSCommandsShareTheEntityQueue(t *testing.T) {
+	s := embedded(t, nil)
+	key, _ := entity.NewKey("mixed", s.cfg.NumShards)
+	subject := layout.Default().CommandSubject(key)
+	const each = 100
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*each)
+	for i := range 10 {
+		wg.Add(2)
+		go func() { // through the gateway
+			defer wg.Done()
+			for range each / 10 {
+				if _, err := s.send(context.Background(), "mixed", "add:1"); err != nil {
+					errs <- err
+				}
+			}
+		}()
+		go func() { // straight onto NATS, as a NATS-native producer would
+			defer wg.Done()
+			for j := range each / 10 {
+				data, _ := proto.Marshal(&natspb.CommandRequest{EntityId: "mixed", Command: costest.Cmd("add:1"), CommandId: fmt.Sprintf("nats-%d-%d", i, j)})
+				reply, err := s.nc.Request(subject, data, 10*time.Second)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				var r natspb.CommandReply
+				if err := proto.Unmarshal(reply.Data, &r); err != nil || r.GetResponse() == nil {
+					errs <- fmt.Errorf("NATS command failed: %v %v", &r, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	costest.CheckRevisions(t, s.events("mixed"), 2*each, true)
+	if st := s.workers[0].Worker.Stats(); st.Conflicts != 0 {
+		t.Fatalf("stats %+v: commands of one entity raced inside one worker", st)
+	}
 }
