@@ -75,8 +75,9 @@ type Log struct {
 }
 
 // StreamConfig is the event stream's configuration: no age or count limits (sequences must never be
-// reused by an entity whose messages aged out), deletes and purges denied, atomic batches allowed, and
-// no direct gets, so every read is served by the leader and is read-your-writes on replicated streams.
+// reused by an entity whose messages aged out), deletes and purges denied, atomic batches allowed.
+// Direct gets (cheap: no JSON API round trip) only on a single replica, where they are read-your-writes;
+// on replicated streams any replica may answer a direct get, so every read goes to the leader instead.
 func StreamConfig(cfg Config) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:               cfg.Layout.EventStream(),
@@ -93,7 +94,7 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 		DenyDelete:         true,
 		DenyPurge:          true,
 		AllowAtomicPublish: true,
-		AllowDirect:        false,
+		AllowDirect:        cfg.Replicas <= 1,
 	}
 }
 
@@ -143,8 +144,8 @@ func compatible(got, want jetstream.StreamConfig) error {
 	if !got.AllowAtomicPublish {
 		bad("allow_atomic", false, true)
 	}
-	if got.AllowDirect {
-		bad("allow_direct", true, "false (direct gets are not read-your-writes on replicas)")
+	if got.AllowDirect && got.Replicas > 1 {
+		bad("allow_direct", true, "false with replicas > 1 (direct gets are not read-your-writes on replicas)")
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("stream %s exists with an incompatible configuration: %w", want.Name, errors.Join(errs...))

@@ -28,13 +28,13 @@ func TestOpenRejectsAnIncompatibleStream(t *testing.T) {
 	cfg := eventlog.Config{Layout: layout.Default(), Replicas: 1}
 	bad := eventlog.StreamConfig(cfg)
 	bad.MaxAge = time.Hour
-	bad.AllowDirect = true
+	bad.AllowAtomicPublish = false
 	if _, err := js.CreateStream(context.Background(), bad); err != nil {
 		t.Fatal(err)
 	}
 	_, err := eventlog.Open(context.Background(), js, cfg)
-	if err == nil || !strings.Contains(err.Error(), "max_age") || !strings.Contains(err.Error(), "allow_direct") || !strings.Contains(err.Error(), "COS_EVENTS") {
-		t.Fatalf("got %v, want an error naming the stream, max_age and allow_direct", err)
+	if err == nil || !strings.Contains(err.Error(), "max_age") || !strings.Contains(err.Error(), "allow_atomic") || !strings.Contains(err.Error(), "COS_EVENTS") {
+		t.Fatalf("got %v, want an error naming the stream, max_age and allow_atomic", err)
 	}
 }
 
