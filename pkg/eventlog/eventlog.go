@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -263,6 +262,3 @@ func IsDefinite(err error) bool {
 
 // MaxPayload is the largest message the connection may publish.
 func (l *Log) MaxPayload() int64 { return l.js.Conn().MaxPayload() }
-
-// RequestTimeout bounds a single append when the caller's context has no deadline.
-const RequestTimeout = 5 * time.Second

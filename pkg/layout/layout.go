@@ -67,23 +67,6 @@ func (l Layout) CommandSubjects() string { return l.root + ".cmd.*.*" }
 // WorkerQueue is the queue group shared by all workers, so each command reaches exactly one.
 func (l Layout) WorkerQueue() string { return l.root + "-workers" }
 
-// ParseCommandSubject returns the shard and entity token of a command subject.
-func (l Layout) ParseCommandSubject(subject string) (shard int, token string, err error) {
-	rest, ok := strings.CutPrefix(subject, l.root+".cmd.")
-	if !ok {
-		return 0, "", fmt.Errorf("subject %q is not a command subject", subject)
-	}
-	s, tok, ok := strings.Cut(rest, ".")
-	if !ok || tok == "" || strings.Contains(tok, ".") {
-		return 0, "", fmt.Errorf("subject %q is not a command subject", subject)
-	}
-	shard, err = strconv.Atoi(s)
-	if err != nil {
-		return 0, "", fmt.Errorf("subject %q has no shard number", subject)
-	}
-	return shard, tok, nil
-}
-
 // KeySubjectMatches reports whether a command for k arrived on k's own subject. Commands for one entity
 // must share a subject, or per-entity ordering at the workers would not hold.
 func (l Layout) KeySubjectMatches(k entity.Key, subject string) bool {

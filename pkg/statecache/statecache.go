@@ -215,13 +215,3 @@ func (l *lru) remove(key string) {
 		delete(l.items, key)
 	}
 }
-
-// Len is the number of in-process entries.
-func (c *Cache) Len() int {
-	if c.lru == nil {
-		return 0
-	}
-	c.lru.mu.Lock()
-	defer c.lru.mu.Unlock()
-	return c.lru.order.Len()
-}
