@@ -269,9 +269,9 @@ func (w *Worker) execute(base context.Context, subject string, data []byte) (*co
 		if seq, ok := head.Applied(req.GetCommandId()); ok {
 			return w.replay(ctx, key, head, seq)
 		}
-		prior := command.FreshPrior(key.ID)
-		if head.Seq > 0 {
-			prior = command.Prior{State: head.State, Meta: head.Meta}
+		prior := command.Prior{State: head.State, Meta: head.Meta}
+		if head.Seq == 0 {
+			prior = command.FreshPrior(key.ID)
 		}
 		res, err := command.Run(ctx, w.deps.Handler, w.cfg.Rules, prior, creq)
 		if err != nil {
