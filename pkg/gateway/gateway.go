@@ -42,17 +42,21 @@ type Config struct {
 	PersistedHeaders  []string
 }
 
-// Dispatcher delivers an encoded CommandRequest to a worker and returns its reply: over NATS
+// Dispatcher delivers a CommandRequest to a worker and returns its reply: over NATS
 // (NATSDispatcher), or straight to a worker in the same process (*worker.Worker).
 type Dispatcher interface {
-	Dispatch(ctx context.Context, subject string, data []byte) (*natspb.CommandReply, error)
+	Dispatch(ctx context.Context, subject string, req *natspb.CommandRequest) (*natspb.CommandReply, error)
 }
 
 // NATSDispatcher sends commands as NATS requests on their command subject.
 type NATSDispatcher struct{ Conn *nats.Conn }
 
 // Dispatch implements Dispatcher.
-func (d NATSDispatcher) Dispatch(ctx context.Context, subject string, data []byte) (*natspb.CommandReply, error) {
+func (d NATSDispatcher) Dispatch(ctx context.Context, subject string, req *natspb.CommandRequest) (*natspb.CommandReply, error) {
+	data, err := proto.Marshal(req)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "command cannot be encoded: %v", err)
+	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
 	resp, err := d.Conn.RequestMsgWithContext(ctx, msg)
@@ -118,21 +122,21 @@ func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandR
 			deadline = d
 		}
 	}
-	data, err := proto.Marshal(&natspb.CommandRequest{
+	creq := &natspb.CommandRequest{
 		EntityId:          key.ID,
 		Command:           req.GetCommand(),
 		PropagatedHeaders: command.PickHeaders(md, s.cfg.PropagatedHeaders),
 		PersistedHeaders:  command.PickHeaders(md, s.cfg.PersistedHeaders),
 		CommandId:         commandID,
 		DeadlineUnixNano:  deadline.UnixNano(),
-	})
-	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "command cannot be encoded: %v", err)
 	}
 	wctx, cancel := context.WithDeadline(ctx, deadline.Add(worker.ReplyGrace))
 	defer cancel()
-	reply, err := s.dispatch.Dispatch(wctx, s.cfg.Layout.CommandSubject(key), data)
+	reply, err := s.dispatch.Dispatch(wctx, s.cfg.Layout.CommandSubject(key), creq)
 	if err != nil {
+		if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
+			return nil, err
+		}
 		return nil, s.requestError(ctx, commandID, err)
 	}
 	switch out := reply.GetOutcome().(type) {

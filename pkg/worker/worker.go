@@ -131,7 +131,14 @@ func (w *Worker) Stats() Stats {
 // Run serves commands until ctx ends, then stops taking new ones and finishes those in progress.
 func (w *Worker) Run(ctx context.Context) error {
 	// Commands in progress finish even when ctx ends: an append that started is seen through.
-	w.q.start(func(j job) { j.done(w.Execute(context.WithoutCancel(ctx), j.subject, j.data)) })
+	base := context.WithoutCancel(ctx)
+	w.q.start(func(j job) {
+		if j.req != nil {
+			j.done(w.reply(w.execute(base, j.subject, j.req)))
+			return
+		}
+		j.done(w.Execute(base, j.subject, j.data))
+	})
 	sub, err := w.deps.Conn.QueueSubscribe(w.cfg.Layout.CommandSubjects(), w.cfg.Layout.WorkerQueue(), w.onMsg)
 	if err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
@@ -173,17 +180,33 @@ func (w *Worker) onMsg(m *nats.Msg) {
 }
 
 // Dispatch runs a command in this process, as if it had arrived on subject: the gateway uses it when
-// it shares the process with the worker, saving the NATS round trip. Commands for one entity from
-// here and from NATS share one queue.
-func (w *Worker) Dispatch(ctx context.Context, subject string, data []byte) (*natspb.CommandReply, error) {
+// it shares the process with the worker, saving the NATS round trip and the request's encoding.
+// Commands for one entity from here and from NATS share one queue. When the entity has nothing in
+// progress the command runs on the caller's goroutine (no hand-off to the pool and back); req must not
+// be changed by the caller afterwards.
+func (w *Worker) Dispatch(ctx context.Context, subject string, req *natspb.CommandRequest) (*natspb.CommandReply, error) {
 	select {
 	case <-w.subscribed:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	ch := make(chan *natspb.CommandReply, 1)
-	if !w.q.enqueue(job{subject: subject, data: data, done: func(r *natspb.CommandReply) { ch <- r }}) {
+	var (
+		inline *natspb.CommandReply
+		ch     chan *natspb.CommandReply
+	)
+	done := func(r *natspb.CommandReply) {
+		if ch == nil { // ran on this goroutine: enqueue has not returned yet
+			inline = r
+			return
+		}
+		ch <- r
+	}
+	ran, ok := w.q.enqueueInline(job{subject: subject, req: req, done: done}, func() { ch = make(chan *natspb.CommandReply, 1) })
+	if !ok {
 		return nil, ErrStopped
+	}
+	if ran {
+		return inline, nil
 	}
 	select {
 	case r := <-ch:
@@ -195,7 +218,15 @@ func (w *Worker) Dispatch(ctx context.Context, subject string, data []byte) (*na
 
 // Execute runs one encoded CommandRequest that arrived on subject and returns the reply.
 func (w *Worker) Execute(ctx context.Context, subject string, data []byte) *natspb.CommandReply {
-	resp, replayed, err := w.execute(ctx, subject, data)
+	req, err := decode(data)
+	if err != nil {
+		return w.reply(nil, false, err)
+	}
+	return w.reply(w.execute(ctx, subject, req))
+}
+
+// reply turns execute's results into a CommandReply.
+func (w *Worker) reply(resp *cospb.ProcessCommandResponse, replayed bool, err error) *natspb.CommandReply {
 	if err != nil {
 		st, _ := status.FromError(err)
 		return statusReply(st)
@@ -211,37 +242,42 @@ func statusReply(st *status.Status) *natspb.CommandReply {
 	return &natspb.CommandReply{Outcome: &natspb.CommandReply_Status{Status: b}}
 }
 
-func (w *Worker) decode(subject string, data []byte) (*natspb.CommandRequest, entity.Key, error) {
+func decode(data []byte) (*natspb.CommandRequest, error) {
 	var req natspb.CommandRequest
 	if err := proto.Unmarshal(data, &req); err != nil {
-		return nil, entity.Key{}, status.Errorf(codes.InvalidArgument, "malformed command request: %v", err)
+		return nil, status.Errorf(codes.InvalidArgument, "malformed command request: %v", err)
 	}
+	return &req, nil
+}
+
+// check validates a command request that arrived on subject (a NATS client may send anything).
+func (w *Worker) check(subject string, req *natspb.CommandRequest) (entity.Key, error) {
 	key, err := entity.NewKey(req.GetEntityId(), w.cfg.NumShards)
 	if err != nil {
-		return nil, entity.Key{}, status.Error(codes.InvalidArgument, err.Error())
+		return entity.Key{}, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if !w.cfg.Layout.KeySubjectMatches(key, subject) {
-		return nil, entity.Key{}, status.Errorf(codes.InvalidArgument,
+		return entity.Key{}, status.Errorf(codes.InvalidArgument,
 			"command for entity %q must be sent on %s, not %s", key.ID, w.cfg.Layout.CommandSubject(key), subject)
 	}
 	if req.GetCommand().GetTypeUrl() == "" {
-		return nil, entity.Key{}, status.Error(codes.InvalidArgument, "missing command")
+		return entity.Key{}, status.Error(codes.InvalidArgument, "missing command")
 	}
 	if n := proto.Size(req.GetCommand()); n > w.cfg.MaxCommandBytes {
-		return nil, entity.Key{}, status.Errorf(codes.InvalidArgument, "command is %d bytes, the limit is %d", n, w.cfg.MaxCommandBytes)
+		return entity.Key{}, status.Errorf(codes.InvalidArgument, "command is %d bytes, the limit is %d", n, w.cfg.MaxCommandBytes)
 	}
 	if id := req.GetCommandId(); id != "" {
 		if err := command.ValidateCommandID(id); err != nil {
-			return nil, entity.Key{}, status.Error(codes.InvalidArgument, err.Error())
+			return entity.Key{}, status.Error(codes.InvalidArgument, err.Error())
 		}
 	} else {
 		req.CommandId = nuid.Next() // still lets this worker settle a timed-out append exactly once
 	}
-	return &req, key, nil
+	return key, nil
 }
 
-func (w *Worker) execute(base context.Context, subject string, data []byte) (*cospb.ProcessCommandResponse, bool, error) {
-	req, key, err := w.decode(subject, data)
+func (w *Worker) execute(base context.Context, subject string, req *natspb.CommandRequest) (*cospb.ProcessCommandResponse, bool, error) {
+	key, err := w.check(subject, req)
 	if err != nil {
 		return nil, false, err
 	}
@@ -413,7 +449,8 @@ func (w *Worker) unavailable(what string, err error) error {
 // job is one command to run, from NATS or from Dispatch.
 type job struct {
 	subject string
-	data    []byte
+	data    []byte                 // encoded request, from NATS
+	req     *natspb.CommandRequest // or the request itself, from Dispatch
 	done    func(*natspb.CommandReply)
 }
 
@@ -430,7 +467,8 @@ type serializer struct {
 	closed  bool
 	mu      sync.Mutex
 	busy    map[string][]job // entity subject → jobs queued behind the running one
-	spawned int
+	spawned int              // pool goroutines
+	inline  int              // runs on callers' goroutines in progress
 }
 
 func newSerializer(max int) *serializer {
@@ -442,23 +480,59 @@ func (s *serializer) start(run func(job)) { s.run = run }
 
 // enqueue queues a job; it blocks while max entities are in progress, and reports false once stopped.
 func (s *serializer) enqueue(j job) bool {
+	_, ok := s.enqueueInline(j, nil)
+	return ok
+}
+
+// enqueueInline is enqueue, except that with inline set a job whose entity is idle runs on the
+// calling goroutine (while fewer than max such runs are in progress), and ran reports that it did;
+// inline is called before the job is handed to the pool instead. Jobs queued behind an inline run
+// go to the pool when it ends, so the caller only waits for its own job.
+func (s *serializer) enqueueInline(j job, inline func()) (ran, ok bool) {
 	s.closing.RLock()
 	defer s.closing.RUnlock()
 	if s.closed || s.run == nil {
-		return false
+		return false, false
 	}
 	s.mu.Lock()
 	if q, ok := s.busy[j.subject]; ok {
 		s.busy[j.subject] = append(q, j)
+		if inline != nil {
+			inline()
+		}
 		s.mu.Unlock()
-		return true
+		return false, true
 	}
 	s.busy[j.subject] = nil
+	if inline != nil && s.inline < s.max {
+		s.inline++
+		s.mu.Unlock()
+		s.run(j)
+		s.mu.Lock()
+		s.inline--
+		next, more := s.next(j.subject)
+		if more {
+			s.handOff(next) // unlocks
+		} else {
+			s.mu.Unlock()
+		}
+		return true, true
+	}
+	if inline != nil {
+		inline()
+	}
+	s.handOff(j)
+	return false, true
+}
+
+// handOff gives the first job of an entity run to the pool: an idle goroutine, a new one while
+// fewer than max exist, or else the next one to become idle. s.mu is held on entry and released.
+func (s *serializer) handOff(j job) {
 	grow := false
 	select {
 	case s.work <- j: // an idle pool goroutine takes it
 		s.mu.Unlock()
-		return true
+		return
 	default:
 		if grow = s.spawned < s.max; grow {
 			s.spawned++
@@ -468,10 +542,22 @@ func (s *serializer) enqueue(j job) bool {
 	if grow {
 		s.wg.Add(1)
 		go s.worker(j)
-		return true
+		return
 	}
 	s.work <- j // all busy: wait for one
-	return true
+}
+
+// next pops the job queued behind the one that just ran for subject, or forgets the subject when
+// none is (s.mu held).
+func (s *serializer) next(subject string) (job, bool) {
+	q := s.busy[subject]
+	if len(q) == 0 {
+		delete(s.busy, subject)
+		return job{}, false
+	}
+	j := q[0]
+	s.busy[subject] = q[1:]
+	return j, true
 }
 
 // worker runs entity runs until the serializer is stopped.
@@ -491,14 +577,12 @@ func (s *serializer) drain(j job) {
 	for {
 		s.run(j)
 		s.mu.Lock()
-		q := s.busy[j.subject]
-		if len(q) == 0 {
-			delete(s.busy, j.subject)
-			s.mu.Unlock()
+		next, more := s.next(j.subject)
+		s.mu.Unlock()
+		if !more {
 			return
 		}
-		j, s.busy[j.subject] = q[0], q[1:]
-		s.mu.Unlock()
+		j = next
 	}
 }
 
