@@ -40,6 +40,12 @@ const (
 // defaultReadSideTimeout is the default of ReadSide.Timeout.
 const defaultReadSideTimeout = 30 * time.Second
 
+// Bounds of ReadSide.MaxInFlight.
+const (
+	DefaultReadSideMaxInFlight = 64
+	MaxReadSideMaxInFlight     = 10000
+)
+
 // Names of the read-side variables.
 const (
 	envReadSideConfig = "COS_READ_SIDE_CONFIG"   // file form: a YAML file or a folder of them
@@ -58,6 +64,7 @@ var readSideSettings = map[string]string{
 	"ENABLED":        "enabled",
 	"FAILURE_POLICY": "failurePolicy",
 	"TIMEOUT":        "timeout",
+	"MAX_IN_FLIGHT":  "maxInFlight",
 }
 
 // envSettingOf is the inverse of readSideSettings.
@@ -70,8 +77,8 @@ var envSettingOf = func() map[string]string {
 }()
 
 const (
-	settingsHelp = "use HOST, PORT, USE_TLS, AUTO_START, ENABLED, FAILURE_POLICY or TIMEOUT"
-	keysHelp     = "known keys: readSideId, host, port, useTls, autoStart, enabled, failurePolicy, timeout"
+	settingsHelp = "use HOST, PORT, USE_TLS, AUTO_START, ENABLED, FAILURE_POLICY, TIMEOUT or MAX_IN_FLIGHT"
+	keysHelp     = "known keys: readSideId, host, port, useTls, autoStart, enabled, failurePolicy, timeout, maxInFlight"
 	policyHelp   = "use STOP, SKIP, REPLAY_SKIP, REPLAY_STOP, REPLAY-SKIP, REPLAY-STOP, or RETRY (the default: retry with backoff)"
 )
 
@@ -93,11 +100,16 @@ type ReadSide struct {
 	// Timeout (TIMEOUT, timeout, given in milliseconds) [30s] bounds each HandleReadSide call;
 	// > 0.
 	Timeout time.Duration
+	// MaxInFlight (MAX_IN_FLIGHT, maxInFlight) [64], 1..10000: how many events of one shard may be
+	// in delivery at once. Events of one entity are always delivered one at a time, in order;
+	// events of different entities of a shard go in parallel up to this bound. 1 delivers a
+	// shard strictly one event at a time, as COS did.
+	MaxInFlight int
 }
 
 // newReadSide returns the read side id with every default applied.
 func newReadSide(id string) ReadSide {
-	return ReadSide{ID: id, AutoStart: true, Enabled: true, Timeout: defaultReadSideTimeout}
+	return ReadSide{ID: id, AutoStart: true, Enabled: true, Timeout: defaultReadSideTimeout, MaxInFlight: DefaultReadSideMaxInFlight}
 }
 
 // EnabledReadSides returns the read sides to run: those with Enabled set, in ID order, when
@@ -184,6 +196,7 @@ func (r ReadSide) check(k *checker, name func(key string) string, port portState
 	if !r.FailurePolicy.valid() {
 		k.fail("%s: %q is not a failure policy (%s)", name("failurePolicy"), r.FailurePolicy, policyHelp)
 	}
+	k.between(name("maxInFlight"), r.MaxInFlight, 1, MaxReadSideMaxInFlight)
 }
 
 func (f FailurePolicy) valid() bool {
@@ -279,6 +292,7 @@ func (p *parser) readSideEnv() []ReadSide {
 			}
 		}
 		p.duration(name("timeout"), time.Millisecond, &r.Timeout)
+		p.int(name("maxInFlight"), &r.MaxInFlight)
 		var k checker
 		r.check(&k, name, port)
 		p.errs = append(p.errs, k.errs...)
@@ -381,12 +395,13 @@ type readSideDoc struct {
 	Enabled       yaml.Node `yaml:"enabled"`
 	FailurePolicy yaml.Node `yaml:"failurePolicy"`
 	Timeout       yaml.Node `yaml:"timeout"`
+	MaxInFlight   yaml.Node `yaml:"maxInFlight"`
 }
 
 // empty reports whether no key was given (an empty document, null or {}).
 func (d *readSideDoc) empty() bool {
 	for _, n := range []*yaml.Node{
-		&d.ReadSideID, &d.Host, &d.Port, &d.UseTLS, &d.AutoStart, &d.Enabled, &d.FailurePolicy, &d.Timeout,
+		&d.ReadSideID, &d.Host, &d.Port, &d.UseTLS, &d.AutoStart, &d.Enabled, &d.FailurePolicy, &d.Timeout, &d.MaxInFlight,
 	} {
 		if n.Kind != 0 {
 			return false
@@ -445,6 +460,7 @@ func (p *parser) readSideDocument(where string, doc *readSideDoc) (ReadSide, boo
 			r.Timeout = time.Duration(ms) * time.Millisecond
 		}
 	}
+	decodeKey(&k, name("maxInFlight"), &doc.MaxInFlight, &r.MaxInFlight)
 	r.check(&k, name, port)
 	return r, true
 }

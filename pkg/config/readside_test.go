@@ -11,7 +11,7 @@ import (
 
 // rs is a read side with every default applied and the given id, host and port.
 func rs(id, host string, port int) ReadSide {
-	return ReadSide{ID: id, Host: host, Port: port, AutoStart: true, Enabled: true, Timeout: 30 * time.Second}
+	return ReadSide{ID: id, Host: host, Port: port, AutoStart: true, Enabled: true, Timeout: 30 * time.Second, MaxInFlight: 64}
 }
 
 // writeFile writes content to dir/name and returns its path.
@@ -55,9 +55,10 @@ func TestReadSidesEnv(t *testing.T) {
 			"COS_READ_SIDE_CONFIG__ENABLED__accounts-db=no",
 			"COS_READ_SIDE_CONFIG__FAILURE_POLICY__accounts-db=replay-skip",
 			"COS_READ_SIDE_CONFIG__TIMEOUT__accounts-db=1500",
+			"COS_READ_SIDE_CONFIG__MAX_IN_FLIGHT__accounts-db=1",
 		}, []ReadSide{{
 			ID: "accounts-db", Host: "rs.svc", Port: 50052, UseTLS: true, AutoStart: false, Enabled: false,
-			FailurePolicy: FailureReplaySkip, Timeout: 1500 * time.Millisecond,
+			FailurePolicy: FailureReplaySkip, Timeout: 1500 * time.Millisecond, MaxInFlight: 1,
 		}}},
 		{"defaults", []string{"COS_READ_SIDE_CONFIG__HOST__a=h", "COS_READ_SIDE_CONFIG__PORT__a=1"},
 			[]ReadSide{rs("a", "h", 1)}},
@@ -156,7 +157,7 @@ func TestReadSidesEnvErrors(t *testing.T) {
 		{"empty setting", []string{"COS_READ_SIDE_CONFIG____a=h"},
 			[]string{`COS_READ_SIDE_CONFIG____a: unknown setting ""`}},
 		{"unknown setting", []string{"COS_READ_SIDE_CONFIG__ADDRESS__a=h"},
-			[]string{`COS_READ_SIDE_CONFIG__ADDRESS__a: unknown setting "ADDRESS" (use HOST, PORT, USE_TLS, AUTO_START, ENABLED, FAILURE_POLICY or TIMEOUT)`}},
+			[]string{`COS_READ_SIDE_CONFIG__ADDRESS__a: unknown setting "ADDRESS" (use HOST, PORT, USE_TLS, AUTO_START, ENABLED, FAILURE_POLICY, TIMEOUT or MAX_IN_FLIGHT)`}},
 		{"lowercase setting", []string{"COS_READ_SIDE_CONFIG__host__a=h"},
 			[]string{`COS_READ_SIDE_CONFIG__host__a: unknown setting "host"`}},
 		{"missing host", []string{"COS_READ_SIDE_CONFIG__PORT__b=1"},
@@ -195,6 +196,12 @@ func TestReadSidesEnvErrors(t *testing.T) {
 			[]string{"COS_READ_SIDE_CONFIG__TIMEOUT__a: must be greater than 0, got 0s"}},
 		{"negative timeout", []string{"COS_READ_SIDE_CONFIG__TIMEOUT__a=-5"},
 			[]string{"COS_READ_SIDE_CONFIG__TIMEOUT__a: must be greater than 0, got -5ms"}},
+		{"max in flight 0", []string{"COS_READ_SIDE_CONFIG__MAX_IN_FLIGHT__a=0"},
+			[]string{"COS_READ_SIDE_CONFIG__MAX_IN_FLIGHT__a: must be between 1 and 10000, got 0"}},
+		{"max in flight too large", []string{"COS_READ_SIDE_CONFIG__MAX_IN_FLIGHT__a=10001"},
+			[]string{"COS_READ_SIDE_CONFIG__MAX_IN_FLIGHT__a: must be between 1 and 10000, got 10001"}},
+		{"max in flight not a number", []string{"COS_READ_SIDE_CONFIG__MAX_IN_FLIGHT__a=many"},
+			[]string{`COS_READ_SIDE_CONFIG__MAX_IN_FLIGHT__a: "many" is not a number`}},
 		{"timeout with unit", []string{"COS_READ_SIDE_CONFIG__TIMEOUT__a=5s"},
 			[]string{`COS_READ_SIDE_CONFIG__TIMEOUT__a: "5s" is not a number`}},
 		{"timeout out of range", []string{"COS_READ_SIDE_CONFIG__TIMEOUT__a=9223372036854775"},
@@ -248,6 +255,7 @@ autoStart: false
 enabled: false
 failurePolicy: STOP
 timeout: 250
+maxInFlight: 8
 ---
 ~
 ---
@@ -262,7 +270,7 @@ func TestReadSidesFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []ReadSide{
-		{ID: "alpha", Host: "10.0.0.7", Port: 6000, UseTLS: true, FailurePolicy: FailureStop, Timeout: 250 * time.Millisecond},
+		{ID: "alpha", Host: "10.0.0.7", Port: 6000, UseTLS: true, FailurePolicy: FailureStop, Timeout: 250 * time.Millisecond, MaxInFlight: 8},
 		rs("zeta", "zeta.svc", 50051),
 	}
 	if !reflect.DeepEqual(c.ReadSides, want) {
@@ -340,7 +348,7 @@ func TestReadSidesFileErrors(t *testing.T) {
 		wants []string          // "FILE" is replaced by the path of the first file (sorted)
 	}{
 		{"unknown key", map[string]string{"rs.yaml": "readSideId: a\nhost: h\nport: 1\nretries: 3\n"},
-			[]string{`COS_READ_SIDE_CONFIG: FILE: document 1: line 4: unknown key "retries" (known keys: readSideId, host, port, useTls, autoStart, enabled, failurePolicy, timeout)`}},
+			[]string{`COS_READ_SIDE_CONFIG: FILE: document 1: line 4: unknown key "retries" (known keys: readSideId, host, port, useTls, autoStart, enabled, failurePolicy, timeout, maxInFlight)`}},
 		{"wrong case key", map[string]string{"rs.yaml": "readSideId: a\nhost: h\nport: 1\nuseTLS: true\n"},
 			[]string{`FILE: document 1: line 4: unknown key "useTLS"`}},
 		{"unknown key and missing port", map[string]string{"rs.yaml": "readSideId: a\nhost: h\nprt: 1\n"},
@@ -365,6 +373,10 @@ func TestReadSidesFileErrors(t *testing.T) {
 			[]string{"FILE: document 1: enabled: line 4: cannot unmarshal !!str `maybe` into bool"}},
 		{"timeout 0", map[string]string{"rs.yaml": "readSideId: a\nhost: h\nport: 1\ntimeout: 0\n"},
 			[]string{"FILE: document 1: timeout: must be greater than 0, got 0s"}},
+		{"max in flight 0", map[string]string{"rs.yaml": "readSideId: a\nhost: h\nport: 1\nmaxInFlight: 0\n"},
+			[]string{"FILE: document 1: maxInFlight: must be between 1 and 10000, got 0"}},
+		{"max in flight not a number", map[string]string{"rs.yaml": "readSideId: a\nhost: h\nport: 1\nmaxInFlight: lots\n"},
+			[]string{"FILE: document 1: maxInFlight: line 4: cannot unmarshal !!str `lots` into int"}},
 		{"timeout with unit", map[string]string{"rs.yaml": "readSideId: a\nhost: h\nport: 1\ntimeout: 5s\n"},
 			[]string{"FILE: document 1: timeout: line 4: cannot unmarshal !!str `5s` into int64"}},
 		{"timeout out of range", map[string]string{"rs.yaml": "readSideId: a\nhost: h\nport: 1\ntimeout: 9223372036854775\n"},
@@ -473,6 +485,7 @@ func TestReadSideValidate(t *testing.T) {
 		{"zero value", func(r *ReadSide) { *r = ReadSide{} }, []string{
 			`read side "": readSideId: "" is not a valid read side id`, `read side "": host: required`,
 			`read side "": port: required`, `read side "": timeout: must be greater than 0, got 0s`,
+			`read side "": maxInFlight: must be between 1 and 10000, got 0`,
 		}},
 		{"bad id", func(r *ReadSide) { r.ID = "a b" }, []string{`read side "a b": readSideId:`}},
 		{"host with slash", func(r *ReadSide) { r.Host = "h/x" }, []string{`read side "a": host:`}},

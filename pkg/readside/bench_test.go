@@ -45,7 +45,7 @@ func BenchmarkCatchUp(b *testing.B) {
 		cfg := costest.Config(b, srv.ClientURL(), 1)
 		cfg.ReadSideEnabled = true
 		cfg.ReadSides = []config.ReadSide{{ID: fmt.Sprint("bench", i), Host: "127.0.0.1", Port: costest.ServeGRPC(b, rec.Register),
-			AutoStart: true, Enabled: true, Timeout: 5 * time.Second}}
+			AutoStart: true, Enabled: true, Timeout: 5 * time.Second, MaxInFlight: config.DefaultReadSideMaxInFlight}}
 		start := time.Now()
 		n := costest.StartNode(b, cfg, node.Roles{Projector: true})
 		rec.WaitFor(b, 5*time.Minute, "catch-up", func(r *costest.Recorder) bool { return r.Total() == entities*perEntity })

@@ -24,8 +24,9 @@ const PinnedTTL = 5 * time.Second
 const ackMargin = 5 * time.Second
 
 // ConsumerConfig is the durable consumer of one read side's shard: every event of the shard from the
-// first one, one at a time (MaxAckPending 1 keeps revision order through naks and redeliveries), and one
-// active projector replica at a time (pinned priority group).
+// first one, up to the read side's MaxInFlight unacknowledged at once (the projector keeps revision
+// order per entity itself: see shardRunner), and one active projector replica at a time (pinned
+// priority group).
 func ConsumerConfig(lay layout.Layout, rs config.ReadSide, shard int) jetstream.ConsumerConfig {
 	cfg := jetstream.ConsumerConfig{
 		Durable:        lay.ReadSideConsumer(rs.ID, shard),
@@ -35,7 +36,7 @@ func ConsumerConfig(lay layout.Layout, rs config.ReadSide, shard int) jetstream.
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        rs.Timeout + ackMargin,
 		MaxDeliver:     -1,
-		MaxAckPending:  1,
+		MaxAckPending:  rs.MaxInFlight,
 		PriorityPolicy: jetstream.PriorityPolicyPinned,
 		PriorityGroups: []string{layout.ProjectorGroup},
 		PinnedTTL:      PinnedTTL,
@@ -47,7 +48,8 @@ func ConsumerConfig(lay layout.Layout, rs config.ReadSide, shard int) jetstream.
 }
 
 // Ensure returns the consumer of (rs, shard), creating it when it does not exist yet. An existing
-// consumer keeps its position and pause state; only its AckWait follows a changed timeout.
+// consumer keeps its position and pause state; only its AckWait and MaxAckPending follow a changed
+// timeout or MaxInFlight.
 func Ensure(ctx context.Context, js jetstream.JetStream, lay layout.Layout, rs config.ReadSide, shard int) (jetstream.Consumer, error) {
 	want := ConsumerConfig(lay, rs, shard)
 	stream := lay.EventStream()
@@ -66,9 +68,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, lay layout.Layout, rs c
 		return nil, fmt.Errorf("consumer %s filters %q, expected %q: COS_NUM_SHARDS or the prefix changed; delete it to start over",
 			want.Durable, have.FilterSubject, want.FilterSubject)
 	}
-	if have.AckWait != want.AckWait {
+	if have.AckWait != want.AckWait || have.MaxAckPending != want.MaxAckPending {
 		upd := have
-		upd.AckWait = want.AckWait
+		upd.AckWait, upd.MaxAckPending = want.AckWait, want.MaxAckPending
 		if c, err = js.UpdateConsumer(ctx, stream, upd); err != nil {
 			return nil, fmt.Errorf("update consumer %s: %w", want.Durable, err)
 		}

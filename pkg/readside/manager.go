@@ -187,13 +187,21 @@ func (m *Manager) skip(ctx context.Context, rs config.ReadSide, shard int) error
 	if err != nil {
 		return err
 	}
-	target := info.Delivered.Stream // with MaxAckPending 1, the one unacknowledged event
-	if info.NumAckPending == 0 {
+	// The stuck event is the one on record as failed, when delivery has not passed it; otherwise
+	// the shard's first event after the ack floor (where the projector resets a failed shard to).
+	var target uint64
+	st, err := m.status.Get(ctx, rs.ID, shard)
+	if err != nil {
+		return err
+	}
+	if seq := st.GetFailedSequence(); seq > info.AckFloor.Stream && (st.GetFailing() || st.GetStopped()) {
+		target = seq
+	} else {
 		s, err := m.js.Stream(ctx, m.layout.EventStream())
 		if err != nil {
 			return fmt.Errorf("event stream: %w", err)
 		}
-		next, err := s.GetMsg(ctx, info.Delivered.Stream+1, jetstream.WithGetMsgSubject(m.layout.ShardEventSubjects(shard)))
+		next, err := s.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(m.layout.ShardEventSubjects(shard)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return errNothingToSkip
 		}
@@ -210,8 +218,6 @@ func (m *Manager) skip(ctx context.Context, rs config.ReadSide, shard int) error
 	return err
 }
 
-// successful turns an operation's error into COS's {successful} answer: "nothing to skip" is an
-// unsuccessful answer, not an error; everything else is an error status.
 func successful(err error) (bool, error) {
 	if errors.Is(err, errNothingToSkip) {
 		return false, nil
@@ -334,7 +340,7 @@ func (m *Manager) GetReadSideStatus(ctx context.Context, req *natspb.GetReadSide
 				ClusterShardNumber: uint64(s),
 				Offset:             info.AckFloor.Stream,
 				Pending:            info.NumPending + uint64(info.NumAckPending),
-				Paused:             info.Paused,
+				Paused:             pausedByOperator(info),
 				Stopped:            st.GetStopped(),
 				Failing:            st.GetFailing(),
 				LastError:          st.GetLastError(),
@@ -349,4 +355,10 @@ func (m *Manager) GetReadSideStatus(ctx context.Context, req *natspb.GetReadSide
 		}
 	}
 	return resp, nil
+}
+
+// pausedByOperator tells a pause until resumed (PauseReadSide, or a stop by the failure policy)
+// from the projector's pause between retries, which ends by itself.
+func pausedByOperator(info *jetstream.ConsumerInfo) bool {
+	return info.Paused && info.Config.PauseUntil != nil && !info.Config.PauseUntil.Before(Forever)
 }

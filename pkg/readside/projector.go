@@ -1,7 +1,7 @@
 // Package readside delivers every persisted event to every configured read side, in order per entity
-// (one durable JetStream consumer per read side and shard, one event in flight at a time), at least
-// once, with COS's failure policies; and lets operators inspect and steer the shards
-// (ReadSideManagerService and this project's ReadSideStatusService).
+// (one durable JetStream consumer per read side and shard; events of different entities in parallel,
+// up to the read side's MaxInFlight), at least once, with COS's failure policies; and lets operators
+// inspect and steer the shards (ReadSideManagerService and this project's ReadSideStatusService).
 package readside
 
 import (
@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -118,7 +119,20 @@ func dial(rs config.ReadSide) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-// shardRunner delivers one shard of one read side.
+// pinHeader carries, on every message of a pinned consumer, the id of the replica's current pin.
+const pinHeader = "Nats-Pin-Id"
+
+// shardRunner delivers one shard of one read side: up to MaxInFlight events at once, one at a time
+// per entity ("lanes" keyed by the entity's subject), in stream order within a lane.
+//
+// With more than one event in flight the server would redeliver a failed event after later ones,
+// so the runner never naks. When an event must be retried or the shard stopped, it lets the lanes
+// finish every event before the failed one, drops the rest, pauses the consumer (for the retry's
+// delay, or until resumed) and resets it to its ack floor: everything before the failed event is
+// handled, everything from it on is delivered again (events of other entities after it may be
+// delivered twice; at least once allows it). When the runner finds itself under a new pin (it just
+// became the active replica), it resets the consumer to its ack floor before delivering, so events
+// another replica left unacknowledged come first.
 type shardRunner struct {
 	p      *Projector
 	rs     config.ReadSide
@@ -127,44 +141,223 @@ type shardRunner struct {
 	policy Policy
 	log    *slog.Logger
 
-	ctx     context.Context
-	failing bool // the recorded state may say "failing"; cleared on the next success
+	ctx      context.Context
+	consumer jetstream.Consumer
+	failing  bool              // the recorded state may say "failing"; cleared on the next success
+	trusted  bool              // pin is the pin under which this runner owns the shard
+	pin      string            //
+	attempts map[uint64]uint64 // failed deliveries per stream sequence (REPLAY_* policies count them)
+	tasks    chan delivery     // to idle pool goroutines
+	results  chan result
+	wg       sync.WaitGroup // pool goroutines
+}
+
+// delivery is one event received from the consumer.
+type delivery struct {
+	msg     jetstream.Msg
+	seq     uint64 // stream sequence
+	attempt uint64 // the server's delivery count
+	lane    string // the entity's subject
+}
+
+// result is the outcome of handing a delivery to the read side.
+type result struct {
+	d   delivery
+	err error
+}
+
+// recovery is why a session ended and what must happen before the next one.
+type recovery struct {
+	takeover bool     // new pin: another replica may have left events unacknowledged
+	pin      string   // the new pin
+	from     uint64   // else: the earliest failed event; only events before it are still delivered
+	decision Decision // for the failed event: Retry (after Delay) or Stop
 }
 
 func (s *shardRunner) run(ctx context.Context) error {
 	s.ctx = ctx
 	s.failing = true // a previous replica may have left a failure on record
+	s.attempts = make(map[uint64]uint64)
+	s.tasks = make(chan delivery)
+	s.results = make(chan result, s.rs.MaxInFlight)
+	defer func() {
+		close(s.tasks)
+		s.wg.Wait()
+	}()
 	c, err := Ensure(ctx, s.p.deps.JS, s.p.cfg.Layout, s.rs, s.shard)
 	if err != nil {
 		return err
 	}
-	cc, err := c.Consume(s.handle,
+	s.consumer = c
+	var (
+		pending *recovery
+		errs    int // consecutive failures to reach NATS
+	)
+	for ctx.Err() == nil {
+		if pending != nil {
+			// Never deliver again before the reset: later events of a failed entity would go first.
+			if err := s.recover(ctx, pending); err != nil {
+				s.log.Warn("recover the shard; retrying", "err", err)
+				errs++
+				sleep(ctx, natsRetryDelay(errs))
+				continue
+			}
+			pending = nil
+		}
+		rec, err := s.session(ctx)
+		if err != nil {
+			s.log.Warn("consume; retrying", "err", err)
+			errs++
+			sleep(ctx, natsRetryDelay(errs))
+			continue
+		}
+		errs = 0
+		pending = rec
+	}
+	return nil
+}
+
+// natsRetryDelay spaces out attempts to reach NATS: 100 ms doubling to 5 s.
+func natsRetryDelay(attempt int) time.Duration {
+	d := 100 * time.Millisecond
+	for i := 1; i < attempt && d < 5*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Second)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// session consumes until a recovery is needed (returned once nothing is in flight) or ctx ends.
+func (s *shardRunner) session(ctx context.Context) (*recovery, error) {
+	in := make(chan jetstream.Msg, s.rs.MaxInFlight)
+	quit := make(chan struct{})
+	cc, err := s.consumer.Consume(func(m jetstream.Msg) {
+		select {
+		case in <- m:
+		case <-quit:
+		}
+	},
 		jetstream.PullPriorityGroup(layout.ProjectorGroup),
+		jetstream.PullMaxMessages(s.rs.MaxInFlight),
 		// Pull more often than PinnedTTL so an idle but alive replica keeps its pin.
 		jetstream.PullExpiry(PinnedTTL/2),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			s.log.Debug("consume", "err", err)
 		}))
 	if err != nil {
-		return fmt.Errorf("consume %s shard %d: %w", s.rs.ID, s.shard, err)
+		return nil, fmt.Errorf("consume %s shard %d: %w", s.rs.ID, s.shard, err)
 	}
-	<-ctx.Done()
-	cc.Stop()
-	<-cc.Closed()
-	return nil
+	defer func() {
+		close(quit)
+		cc.Stop()
+		<-cc.Closed()
+	}()
+
+	var (
+		lanes    = make(map[string][]delivery) // lane → deliveries waiting behind the one in progress
+		inflight int
+		rec      *recovery
+	)
+	// keep reports whether a delivery may still be handed to the read side: during a recovery only
+	// events before the failed one are (the reset delivers the rest again).
+	keep := func(d delivery) bool { return rec == nil || !rec.takeover && d.seq < rec.from }
+	for {
+		if rec != nil && inflight == 0 {
+			return rec, nil
+		}
+		select {
+		case <-ctx.Done():
+			for ; inflight > 0; inflight-- {
+				<-s.results
+			}
+			return nil, nil
+		case m := <-in:
+			if rec != nil {
+				continue // delivered again after the reset
+			}
+			d, err := newDelivery(m)
+			if err != nil {
+				s.log.Error("message without JetStream metadata", "err", err)
+				_ = m.Term()
+				continue
+			}
+			if pin := m.Headers().Get(pinHeader); !s.trusted || pin != s.pin {
+				rec = &recovery{takeover: true, pin: pin}
+				continue
+			}
+			if q, busy := lanes[d.lane]; busy {
+				lanes[d.lane] = append(q, d)
+				continue
+			}
+			lanes[d.lane] = nil
+			inflight++
+			s.start(d)
+		case r := <-s.results:
+			inflight--
+			ok := r.err == nil
+			// A failure after the one being recovered from is delivered again after the reset: it
+			// is decided then (its record would misdirect an operator's skip now).
+			if !ok && ctx.Err() == nil && keep(r.d) {
+				if decision := s.decide(r.d, r.err); decision.Action == Skip {
+					ok = true
+				} else {
+					rec = &recovery{from: r.d.seq, decision: decision}
+				}
+			}
+			if ok {
+				s.succeeded(r.d.seq)
+			}
+			q := lanes[r.d.lane]
+			if !ok || len(q) == 0 || !keep(q[0]) {
+				delete(lanes, r.d.lane)
+				continue
+			}
+			lanes[r.d.lane] = q[1:]
+			inflight++
+			s.start(q[0])
+		}
+	}
 }
 
-func (s *shardRunner) handle(msg jetstream.Msg) {
-	meta, err := msg.Metadata()
+func newDelivery(m jetstream.Msg) (delivery, error) {
+	meta, err := m.Metadata()
 	if err != nil {
-		s.log.Error("message without JetStream metadata", "err", err)
-		_ = msg.Term()
-		return
+		return delivery{}, err
 	}
+	return delivery{msg: m, seq: meta.Sequence.Stream, attempt: meta.NumDelivered, lane: m.Subject()}, nil
+}
+
+// start hands d to an idle pool goroutine, or to a new one (the pool grows to the most deliveries
+// ever in flight at once, about MaxInFlight).
+func (s *shardRunner) start(d delivery) {
+	select {
+	case s.tasks <- d:
+	default:
+		s.wg.Add(1)
+		go s.work(d)
+	}
+}
+
+func (s *shardRunner) work(d delivery) {
+	defer s.wg.Done()
+	for ok := true; ok; d, ok = <-s.tasks {
+		s.results <- result{d: d, err: s.deliver(d)}
+	}
+}
+
+// deliver calls the read side with one event and acknowledges it on success.
+func (s *shardRunner) deliver(d delivery) error {
 	var w cospb.EventWrapper
-	if err := proto.Unmarshal(msg.Data(), &w); err != nil {
-		s.failed(msg, meta, fmt.Errorf("undecodable event at sequence %d: %w", meta.Sequence.Stream, err))
-		return
+	if err := proto.Unmarshal(d.msg.Data(), &w); err != nil {
+		return fmt.Errorf("undecodable event at sequence %d: %w", d.seq, err)
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.rs.Timeout)
 	ctx = metadata.AppendToOutgoingContext(ctx, EntityIDKey, HeaderValue(w.GetMeta().GetEntityId()), EventTagKey, strconv.Itoa(s.shard))
@@ -175,22 +368,24 @@ func (s *shardRunner) handle(msg jetstream.Msg) {
 		ReadSideId: s.rs.ID,
 	})
 	cancel()
-	if s.ctx.Err() != nil {
-		_ = msg.Nak() // shutting down: let the next replica have it at once
-		return
-	}
 	if err == nil && !resp.GetSuccessful() {
 		err = errors.New("read side replied successful=false")
 	}
 	if err != nil {
-		s.failed(msg, meta, err)
-		return
+		return err
 	}
-	if err := msg.Ack(); err != nil {
-		s.log.Warn("ack", "sequence", meta.Sequence.Stream, "err", err)
-		return
+	if err := d.msg.Ack(); err != nil {
+		s.log.Warn("ack", "sequence", d.seq, "err", err)
 	}
 	s.p.delivered.Add(1)
+	return nil
+}
+
+// succeeded notes a handled (or skipped) event.
+func (s *shardRunner) succeeded(seq uint64) {
+	if len(s.attempts) > 0 {
+		delete(s.attempts, seq)
+	}
 	if s.failing {
 		s.recovered()
 	}
@@ -210,42 +405,93 @@ func (s *shardRunner) recovered() {
 	s.failing = false
 }
 
-// failed applies the failure policy to an event whose delivery failed.
-func (s *shardRunner) failed(msg jetstream.Msg, meta *jetstream.MsgMetadata, cause error) {
+// decide applies the failure policy to an event whose delivery failed, records the failure for
+// operators, and acknowledges the event when the policy skips it.
+func (s *shardRunner) decide(d delivery, cause error) Decision {
 	s.p.failures.Add(1)
-	d := s.policy.OnFailure(meta.NumDelivered)
+	n, known := s.attempts[d.seq]
+	if !known {
+		// Another replica, or this one before a restart, may have tried it already.
+		if st, err := s.p.deps.Status.Get(s.ctx, s.rs.ID, s.shard); err == nil && st.GetFailedSequence() == d.seq {
+			n = st.GetAttempts()
+		}
+	}
+	n++
+	s.attempts[d.seq] = n
+	dec := s.policy.OnFailure(n)
 	text := cause.Error()
 	if len(text) > 1024 {
 		text = text[:1024]
 	}
 	st := &natspb.ReadSideShardState{
-		Failing:        d.Action == Retry,
-		Stopped:        d.Action == Stop,
+		Failing:        dec.Action == Retry,
+		Stopped:        dec.Action == Stop,
 		LastError:      text,
 		LastErrorTime:  timestamppb.Now(),
-		FailedSequence: meta.Sequence.Stream,
-		Attempts:       meta.NumDelivered,
+		FailedSequence: d.seq,
+		Attempts:       n,
 	}
 	if err := s.p.deps.Status.Put(s.ctx, s.rs.ID, s.shard, st); err != nil {
 		s.log.Warn("record failure state", "err", err)
 	}
-	s.failing = d.Action == Retry
-	log := s.log.With("sequence", meta.Sequence.Stream, "attempt", meta.NumDelivered, "err", cause)
-	switch d.Action {
+	s.failing = dec.Action == Retry
+	log := s.log.With("sequence", d.seq, "attempt", n, "err", cause)
+	switch dec.Action {
 	case Retry:
-		log.Warn("read side failed; retrying", "delay", d.Delay)
-		_ = msg.NakWithDelay(d.Delay)
+		log.Warn("read side failed; retrying", "delay", dec.Delay)
 	case Skip:
 		log.Error("read side failed; skipping the event (failure policy)", "policy", s.policy.Kind)
-		_ = msg.Ack()
+		delete(s.attempts, d.seq)
+		if err := d.msg.Ack(); err != nil {
+			log.Warn("ack skipped event", "ack_err", err)
+		}
 	case Stop:
 		log.Error("read side failed; stopping the shard until it is resumed (failure policy)", "policy", s.policy.Kind)
-		lay := s.p.cfg.Layout
-		if _, err := s.p.deps.JS.PauseConsumer(s.ctx, lay.EventStream(), lay.ReadSideConsumer(s.rs.ID, s.shard), Forever); err != nil {
-			log.Error("pause consumer", "err", err)
-		}
-		_ = msg.Nak() // delivered again after the resume
 	}
+	return dec
+}
+
+// recover prepares the consumer for the next session: paused for a retry's delay or until an
+// operator resumes a stopped shard, and reset to its ack floor, so delivery starts again with the
+// first event not acknowledged: after a failure the failed one (the session let every event before
+// it finish), after a takeover whatever another replica left. Resetting to the ack floor rather than
+// to the failed event keeps an operator's skip or restart that raced with the failure: both move
+// the ack floor.
+func (s *shardRunner) recover(ctx context.Context, rec *recovery) error {
+	if !rec.takeover {
+		until := Forever
+		if rec.decision.Action == Retry {
+			until = time.Now().Add(rec.decision.Delay)
+		}
+		if err := s.pauseUntil(ctx, until); err != nil {
+			return err
+		}
+	}
+	name := s.p.cfg.Layout.ReadSideConsumer(s.rs.ID, s.shard)
+	if _, err := s.p.deps.JS.ResetConsumer(ctx, s.p.cfg.Layout.EventStream(), name); err != nil {
+		return fmt.Errorf("reset consumer %s to its ack floor: %w", name, err)
+	}
+	if rec.takeover {
+		s.trusted, s.pin = true, rec.pin
+	}
+	return nil
+}
+
+// pauseUntil pauses the consumer until the given time, unless it is paused longer already (an
+// operator's pause or a stop must not be cut short by a retry's delay).
+func (s *shardRunner) pauseUntil(ctx context.Context, until time.Time) error {
+	stream, name := s.p.cfg.Layout.EventStream(), s.p.cfg.Layout.ReadSideConsumer(s.rs.ID, s.shard)
+	info, err := s.consumer.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", name, err)
+	}
+	if info.Paused && info.Config.PauseUntil != nil && !info.Config.PauseUntil.Before(until) {
+		return nil
+	}
+	if _, err := s.p.deps.JS.PauseConsumer(ctx, stream, name, until); err != nil {
+		return fmt.Errorf("pause consumer %s: %w", name, err)
+	}
+	return nil
 }
 
 // HeaderValue makes an entity id fit in a gRPC metadata value, which must be printable ASCII: such ids

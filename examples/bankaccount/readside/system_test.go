@@ -25,7 +25,7 @@ func TestBalancesReachTheReadSide(t *testing.T) {
 	cfg := costest.Config(t, "", costest.ServeGRPC(t, writeside.New().Register))
 	cfg.ReadSideEnabled = true
 	cfg.ReadSides = []config.ReadSide{{ID: "bank-balances", Host: "127.0.0.1", Port: costest.ServeGRPC(t, rs.Register),
-		AutoStart: true, Enabled: true, Timeout: 5 * time.Second}}
+		AutoStart: true, Enabled: true, Timeout: 5 * time.Second, MaxInFlight: config.DefaultReadSideMaxInFlight}}
 	n := costest.StartNode(t, cfg, node.Roles{})
 	client := costest.Client(t, n.GRPCAddr)
 	for _, cmd := range []proto.Message{&bankpb.OpenAccount{Owner: "alice", InitialBalance: 100}, &bankpb.Credit{Amount: 5}, &bankpb.Debit{Amount: 30}} {
