@@ -11,6 +11,9 @@ import (
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/internal/costest"
 	"github.com/cosnats/cosnats/pkg/config"
+	"github.com/cosnats/cosnats/pkg/eventlog"
+	"github.com/cosnats/cosnats/pkg/layout"
+	"github.com/cosnats/cosnats/pkg/readside"
 )
 
 // concurrency counts the HandleReadSide calls in progress and the most seen at once.
@@ -140,5 +143,32 @@ func TestRandomFailuresKeepEachEntityInOrder(t *testing.T) {
 	}
 	if failed.Load() == 0 {
 		t.Fatal("no delivery failed: the test proved nothing")
+	}
+}
+
+// A consumer made with one MaxInFlight (for instance by an earlier version, which used 1) follows a
+// changed setting, keeping its position.
+func TestEnsureFollowsMaxInFlight(t *testing.T) {
+	srv := costest.StartNATS(t)
+	_, js := costest.JetStream(t, srv)
+	ctx := context.Background()
+	if _, err := eventlog.Open(ctx, js, eventlog.Config{Layout: layout.Default(), Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	rs := config.ReadSide{ID: "rs", Host: "127.0.0.1", Port: 1, AutoStart: true, Enabled: true, Timeout: time.Second, MaxInFlight: 1}
+	if _, err := readside.Ensure(ctx, js, layout.Default(), rs, 0); err != nil {
+		t.Fatal(err)
+	}
+	rs.MaxInFlight, rs.Timeout = 32, 2*time.Second
+	c, err := readside.Ensure(ctx, js, layout.Default(), rs, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxAckPending != 32 || info.Config.AckWait != 7*time.Second {
+		t.Fatalf("max ack pending %d, ack wait %v; want 32 and 7s", info.Config.MaxAckPending, info.Config.AckWait)
 	}
 }
