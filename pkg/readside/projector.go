@@ -119,6 +119,9 @@ func dial(rs config.ReadSide) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// maxTracked bounds the failed events whose attempts a runner remembers.
+const maxTracked = 1024
+
 // pinHeader carries, on every message of a pinned consumer, the id of the replica's current pin.
 const pinHeader = "Nats-Pin-Id"
 
@@ -417,6 +420,9 @@ func (s *shardRunner) decide(d delivery, cause error) Decision {
 		}
 	}
 	n++
+	if len(s.attempts) >= maxTracked {
+		clear(s.attempts) // events skipped by an operator are never seen again: forget them
+	}
 	s.attempts[d.seq] = n
 	dec := s.policy.OnFailure(n)
 	text := cause.Error()
