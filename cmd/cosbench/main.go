@@ -49,6 +49,7 @@ func run(ctx context.Context) error {
 	conc := flag.String("c", "1,8,64,256", "closed-loop concurrencies of scenario 1")
 	only := flag.String("only", "", "comma-separated scenario numbers to run (default all)")
 	flag.Float64Var(&o.AssumedMax, "max", 8000, "maximum rate for the open-loop scenarios when scenario 1 is not run")
+	flag.BoolVar(&o.FloorOnly, "floor-only", false, "measure only the floor in scenarios 1 and 4 (to profile it alone)")
 	flag.Func("env", "extra COS_* setting for the system, KEY=VALUE (repeatable)", func(v string) error {
 		o.Env = append(o.Env, v)
 		return nil
