@@ -123,7 +123,8 @@ func TestDefaultPolicyRetriesWithoutBlockingOtherShards(t *testing.T) {
 	})
 	costest.Eventually(t, 10*time.Second, "a failing status", func() bool {
 		st := r.shardStatus("rs", r.shard("poison"))
-		return st.GetFailing() && !st.GetStopped() && st.GetAttempts() >= 2 && st.GetPending() == 2
+		// Between attempts the consumer is paused by the projector: that is "failing", not "paused".
+		return st.GetFailing() && !st.GetStopped() && !st.GetPaused() && st.GetAttempts() >= 2 && st.GetPending() == 2
 	})
 	r.broken.Store(false)
 	r.rec.WaitFor(t, 30*time.Second, "poison after recovery", allReceived([]string{"poison"}, 3))
