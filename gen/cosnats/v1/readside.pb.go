@@ -119,17 +119,18 @@ type ReadSideShardStatus struct {
 	Offset uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
 	// Events of the shard not yet acknowledged: not delivered yet plus delivered and unanswered.
 	Pending uint64 `protobuf:"varint,4,opt,name=pending,proto3" json:"pending,omitempty"`
-	// Paused by an operator (PauseReadSide) or stopped by the failure policy; nothing is delivered.
+	// Paused by an operator (PauseReadSide) or stopped by the failure policy; nothing is delivered until
+	// resumed. (Between the attempts of a failing event the shard waits too; that shows as failing.)
 	Paused bool `protobuf:"varint,5,opt,name=paused,proto3" json:"paused,omitempty"`
 	// Stopped by the STOP or REPLAY_STOP failure policy; ResumeReadSide(ByShard) continues it.
 	Stopped bool `protobuf:"varint,6,opt,name=stopped,proto3" json:"stopped,omitempty"`
-	// The last delivery failed and is being retried.
+	// The last delivery failed and is being retried (after the failure policy's delay).
 	Failing       bool                   `protobuf:"varint,7,opt,name=failing,proto3" json:"failing,omitempty"`
 	LastError     string                 `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	LastErrorTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_error_time,json=lastErrorTime,proto3" json:"last_error_time,omitempty"`
 	// Stream sequence of the event that failed last.
 	FailedSequence uint64 `protobuf:"varint,10,opt,name=failed_sequence,json=failedSequence,proto3" json:"failed_sequence,omitempty"`
-	// Deliveries of that event so far.
+	// Failed deliveries of that event so far.
 	Attempts      uint64 `protobuf:"varint,11,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
