@@ -132,7 +132,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rate := f * maxRate
 		variant := fmt.Sprintf("%.0f%% of max (%.0f/s)", f*100, rate)
 		if !o.FloorOnly {
-			add(OpenLoop(ctx, "ProcessCommand, open loop", variant, rate, 4096, o.Duration, processOp(sys.Client, "o-", o.Entities, 1)))
+			before := sys.Node.Worker.Stats()
+			res := OpenLoop(ctx, "ProcessCommand, open loop", variant, rate, 4096, o.Duration, processOp(sys.Client, "o-", o.Entities, 1))
+			res.Extra["log_reads"] = float64(sys.Node.Worker.Stats().Reads - before.Reads)
+			add(res)
 		}
 		add(OpenLoop(ctx, "Floor, open loop", variant, rate, 4096, o.Duration, processOp(floor, "fo-", o.Entities, 1)))
 	}

@@ -93,6 +93,7 @@ type Stats struct {
 	Appends   uint64 // successful appends
 	Conflicts uint64 // appends rejected by the expected-sequence check
 	Replays   uint64 // commands answered from the log because their id was already applied
+	Reads     uint64 // entity heads read from the event log (cache misses and conflicts)
 }
 
 // Worker executes commands. Create with New, start with Run.
@@ -100,9 +101,9 @@ type Worker struct {
 	cfg  Config
 	deps Deps
 
-	commands, appends, conflicts, replays atomic.Uint64
-	subscribed                            chan struct{}
-	q                                     *serializer
+	commands, appends, conflicts, replays, reads atomic.Uint64
+	subscribed                                   chan struct{}
+	q                                            *serializer
 }
 
 // ErrStopped is returned by Dispatch when the worker does not run (any more): the command was not
@@ -125,7 +126,7 @@ func (w *Worker) Subscribed() <-chan struct{} { return w.subscribed }
 
 // Stats returns the counters so far.
 func (w *Worker) Stats() Stats {
-	return Stats{Commands: w.commands.Load(), Appends: w.appends.Load(), Conflicts: w.conflicts.Load(), Replays: w.replays.Load()}
+	return Stats{Commands: w.commands.Load(), Appends: w.appends.Load(), Conflicts: w.conflicts.Load(), Replays: w.replays.Load(), Reads: w.reads.Load()}
 }
 
 // Run serves commands until ctx ends, then stops taking new ones and finishes those in progress.
@@ -399,6 +400,7 @@ func (w *Worker) load(ctx context.Context, key entity.Key, cached bool) (eventlo
 			return h, nil
 		}
 	}
+	w.reads.Add(1)
 	return w.deps.Store.Last(ctx, key)
 }
 

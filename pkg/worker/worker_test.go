@@ -207,7 +207,7 @@ func TestStaleCacheIsCorrected(t *testing.T) {
 	if resp.GetMeta().GetRevisionNumber() != 3 || costest.Value(resp.GetState()) != 3 {
 		t.Fatalf("with a stale cache: %v", resp)
 	}
-	if st := w.Stats(); st.Conflicts != 1 || st.Appends != 1 {
-		t.Fatalf("stats %+v: the stale read should cost exactly one conflict", st)
+	if st := w.Stats(); st.Conflicts != 1 || st.Appends != 1 || st.Reads != 1 {
+		t.Fatalf("stats %+v: the stale read should cost exactly one conflict and one read of the log", st)
 	}
 }
