@@ -49,7 +49,7 @@ func run(ctx context.Context) error {
 	conc := flag.String("c", "1,8,64,256", "closed-loop concurrencies of scenario 1")
 	only := flag.String("only", "", "comma-separated scenario numbers to run (default all)")
 	flag.Float64Var(&o.AssumedMax, "max", 8000, "maximum rate for the open-loop scenarios when scenario 1 is not run")
-	flag.BoolVar(&o.FloorOnly, "floor-only", false, "measure only the floor in scenarios 1 and 4 (to profile it alone)")
+	flag.StringVar(&o.Measure, "measure", "both", "what scenarios 1 and 4 measure: both, ours or floor (one alone, e.g. to profile it)")
 	flag.Func("env", "extra COS_* setting for the system, KEY=VALUE (repeatable)", func(v string) error {
 		o.Env = append(o.Env, v)
 		return nil
@@ -63,6 +63,11 @@ func run(ctx context.Context) error {
 			return fmt.Errorf("-c: %q is not a concurrency", c)
 		}
 		o.Concurrency = append(o.Concurrency, n)
+	}
+	switch o.Measure {
+	case "both", "ours", "floor":
+	default:
+		return fmt.Errorf("-measure: %q is not both, ours or floor", o.Measure)
 	}
 	if *only != "" {
 		o.Only = strings.Split(*only, ",")

@@ -33,9 +33,13 @@ type Options struct {
 	Env []string
 	// AssumedMax is the maximum rate used by the open-loop scenarios when scenario 1 does not run.
 	AssumedMax float64
-	// FloorOnly measures only the floor in scenarios 1 and 4, to profile it alone.
-	FloorOnly bool
+	// Measure is what scenarios 1 and 4 measure: "both" (or empty), "ours" or "floor" — one alone,
+	// to profile it or to see it without the other's effects on the process.
+	Measure string
 }
+
+func (o Options) ours() bool  { return o.Measure != "floor" }
+func (o Options) floor() bool { return o.Measure != "ours" }
 
 func (o Options) want(n string) bool {
 	if len(o.Only) == 0 {
@@ -81,16 +85,21 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if !o.want("1") {
 			break
 		}
-		fl := ClosedLoop(ctx, "Floor (irreducible work)", fmt.Sprintf("c=%d", c), c, o.Warmup, o.Duration, processOp(floor, "f-", o.Entities, 1))
-		if o.FloorOnly {
-			add(fl)
-			continue
+		var fl, res Result
+		if o.floor() {
+			fl = ClosedLoop(ctx, "Floor (irreducible work)", fmt.Sprintf("c=%d", c), c, o.Warmup, o.Duration, processOp(floor, "f-", o.Entities, 1))
 		}
-		res := ClosedLoop(ctx, "ProcessCommand, many entities", fmt.Sprintf("c=%d", c), c, o.Warmup, o.Duration, processOp(sys.Client, "e-", o.Entities, 1))
-		res.Extra = map[string]float64{"ratio_to_floor": res.OpsPerSec / fl.OpsPerSec}
-		add(res)
-		add(fl)
-		maxRate = max(maxRate, res.OpsPerSec)
+		if o.ours() {
+			res = ClosedLoop(ctx, "ProcessCommand, many entities", fmt.Sprintf("c=%d", c), c, o.Warmup, o.Duration, processOp(sys.Client, "e-", o.Entities, 1))
+			if o.floor() {
+				res.Extra = map[string]float64{"ratio_to_floor": res.OpsPerSec / fl.OpsPerSec}
+			}
+			add(res)
+			maxRate = max(maxRate, res.OpsPerSec)
+		}
+		if o.floor() {
+			add(fl)
+		}
 	}
 
 	if maxRate == 0 {
@@ -120,10 +129,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// closed-loop warm-up first writes to them (the floor's too), so the rows show the steady state
 	// and not each entity's first command (which reads the log once per worker).
 	if o.want("4") {
-		if !o.FloorOnly {
+		if o.ours() {
 			ClosedLoop(ctx, "warm-up", "", 64, 0, o.Warmup, processOp(sys.Client, "o-", o.Entities, 1))
 		}
-		ClosedLoop(ctx, "warm-up", "", 64, 0, o.Warmup, processOp(floor, "fo-", o.Entities, 1))
+		if o.floor() {
+			ClosedLoop(ctx, "warm-up", "", 64, 0, o.Warmup, processOp(floor, "fo-", o.Entities, 1))
+		}
 	}
 	for _, f := range []float64{0.25, 0.5, 0.75} {
 		if !o.want("4") {
@@ -131,13 +142,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		rate := f * maxRate
 		variant := fmt.Sprintf("%.0f%% of max (%.0f/s)", f*100, rate)
-		if !o.FloorOnly {
+		if o.ours() {
 			before := sys.Node.Worker.Stats()
 			res := OpenLoop(ctx, "ProcessCommand, open loop", variant, rate, 4096, o.Duration, processOp(sys.Client, "o-", o.Entities, 1))
 			res.Extra["log_reads"] = float64(sys.Node.Worker.Stats().Reads - before.Reads)
 			add(res)
 		}
-		add(OpenLoop(ctx, "Floor, open loop", variant, rate, 4096, o.Duration, processOp(floor, "fo-", o.Entities, 1)))
+		if o.floor() {
+			add(OpenLoop(ctx, "Floor, open loop", variant, rate, 4096, o.Duration, processOp(floor, "fo-", o.Entities, 1)))
+		}
 	}
 
 	// 5: GetState of recently written entities (the server's caches are warm).
