@@ -146,9 +146,10 @@ type shardRunner struct {
 
 	ctx      context.Context
 	consumer jetstream.Consumer
-	failing  bool              // the recorded state may say "failing"; cleared on the next success
-	trusted  bool              // pin is the pin under which this runner owns the shard
-	pin      string            //
+	failing  bool              // the recorded state may say "failing"; cleared once failedAt is passed
+	failedAt uint64            // stream sequence of the event that failed last
+	trusted  bool              // pin is the pin under which this runner owns the shard's deliveries
+	pin      string            // (the pin id the server puts on every message it delivers to us)
 	attempts map[uint64]uint64 // failed deliveries per stream sequence (REPLAY_* policies count them)
 	tasks    chan delivery     // to idle pool goroutines
 	results  chan result
@@ -157,10 +158,9 @@ type shardRunner struct {
 
 // delivery is one event received from the consumer.
 type delivery struct {
-	msg     jetstream.Msg
-	seq     uint64 // stream sequence
-	attempt uint64 // the server's delivery count
-	lane    string // the entity's subject
+	msg  jetstream.Msg
+	seq  uint64 // stream sequence
+	lane string // the entity's subject
 }
 
 // result is the outcome of handing a delivery to the read side.
@@ -316,7 +316,7 @@ func (s *shardRunner) session(ctx context.Context) (*recovery, error) {
 				}
 			}
 			if ok {
-				s.succeeded(r.d.seq)
+				s.succeeded(r.d.seq, rec != nil)
 			}
 			q := lanes[r.d.lane]
 			if !ok || len(q) == 0 || !keep(q[0]) {
@@ -335,7 +335,7 @@ func newDelivery(m jetstream.Msg) (delivery, error) {
 	if err != nil {
 		return delivery{}, err
 	}
-	return delivery{msg: m, seq: meta.Sequence.Stream, attempt: meta.NumDelivered, lane: m.Subject()}, nil
+	return delivery{msg: m, seq: meta.Sequence.Stream, lane: m.Subject()}, nil
 }
 
 // start hands d to an idle pool goroutine, or to a new one (the pool grows to the most deliveries
@@ -384,12 +384,14 @@ func (s *shardRunner) deliver(d delivery) error {
 	return nil
 }
 
-// succeeded notes a handled (or skipped) event.
-func (s *shardRunner) succeeded(seq uint64) {
+// succeeded notes a handled (or skipped) event. The shard stops failing once the failed event, or
+// one after it, succeeds outside a recovery: events of other entities that succeed meanwhile do not
+// mean the failed one is past.
+func (s *shardRunner) succeeded(seq uint64, recovering bool) {
 	if len(s.attempts) > 0 {
 		delete(s.attempts, seq)
 	}
-	if s.failing {
+	if s.failing && !recovering && seq >= s.failedAt {
 		s.recovered()
 	}
 }
@@ -440,7 +442,7 @@ func (s *shardRunner) decide(d delivery, cause error) Decision {
 	if err := s.p.deps.Status.Put(s.ctx, s.rs.ID, s.shard, st); err != nil {
 		s.log.Warn("record failure state", "err", err)
 	}
-	s.failing = dec.Action == Retry
+	s.failing, s.failedAt = dec.Action == Retry, d.seq
 	log := s.log.With("sequence", d.seq, "attempt", n, "err", cause)
 	switch dec.Action {
 	case Retry:
