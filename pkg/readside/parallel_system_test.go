@@ -172,3 +172,21 @@ func TestEnsureFollowsMaxInFlight(t *testing.T) {
 		t.Fatalf("max ack pending %d, ack wait %v; want 32 and 7s", info.Config.MaxAckPending, info.Config.AckWait)
 	}
 }
+
+// A consumer deleted under a running projector (say by an operator) is made again, from the first
+// event, and delivery goes on.
+func TestDeletedConsumerIsMadeAgain(t *testing.T) {
+	s := newRSys(t)
+	s.cfg.NumShards = 1
+	rec := s.readSide("rs", nil)
+	s.start()
+	s.projector()
+	s.write("d", 3)
+	rec.WaitFor(t, 30*time.Second, "the first events", allReached([]string{"d"}, 3))
+	if err := s.js.DeleteConsumer(context.Background(), layout.Default().EventStream(), layout.Default().ReadSideConsumer("rs", 0)); err != nil {
+		t.Fatal(err)
+	}
+	s.write("d", 2)
+	rec.WaitFor(t, 60*time.Second, "the events after the deletion", allReached([]string{"d"}, 5))
+	costest.InOrder(t, "d", rec.Received("d"), 5, false)
+}

@@ -203,6 +203,7 @@ func (s *shardRunner) run(ctx context.Context) error {
 				s.log.Warn("recover the shard; retrying", "err", err)
 				errs++
 				sleep(ctx, natsRetryDelay(errs))
+				s.ensure(ctx)
 				continue
 			}
 			pending = nil
@@ -212,12 +213,21 @@ func (s *shardRunner) run(ctx context.Context) error {
 			s.log.Warn("consume; retrying", "err", err)
 			errs++
 			sleep(ctx, natsRetryDelay(errs))
+			s.ensure(ctx)
 			continue
 		}
 		errs = 0
 		pending = rec
 	}
 	return nil
+}
+
+// ensure binds the consumer again, making it anew (from the first event) if it was deleted, say by an
+// operator; errors are left to the next attempt to use it.
+func (s *shardRunner) ensure(ctx context.Context) {
+	if c, err := Ensure(ctx, s.p.deps.JS, s.p.cfg.Layout, s.rs, s.shard); err == nil {
+		s.consumer = c
+	}
 }
 
 // natsRetryDelay spaces out attempts to reach NATS: 100 ms doubling to 5 s.
@@ -268,6 +278,7 @@ func (s *shardRunner) session(ctx context.Context) (*recovery, error) {
 		lanes    = make(map[string][]delivery) // lane → deliveries waiting behind the one in progress
 		inflight int
 		rec      *recovery
+		closed   = cc.Closed()
 	)
 	// keep reports whether a delivery may still be handed to the read side: during a recovery only
 	// events before the failed one are (the reset delivers the rest again).
@@ -282,6 +293,14 @@ func (s *shardRunner) session(ctx context.Context) (*recovery, error) {
 				<-s.results
 			}
 			return nil, nil
+		case <-closed:
+			// The consumer or the connection went away under us: finish what is in flight, then
+			// start over from the ack floor, so nothing unacknowledged is passed.
+			s.log.Warn("consume ended; restarting the shard at its ack floor")
+			closed = nil
+			if rec == nil {
+				rec = &recovery{takeover: true, pin: s.pin}
+			}
 		case m := <-in:
 			if rec != nil {
 				continue // delivered again after the reset
