@@ -60,7 +60,8 @@ func entityIDs(prefix string, n int) []string {
 func TestEntitiesOfAShardAreDeliveredInParallel(t *testing.T) {
 	s := newRSys(t)
 	s.cfg.NumShards = 1
-	rec := s.readSide("rs", func(rs *config.ReadSide) { rs.MaxInFlight = 8 })
+	// The hanging call must not time out (a failure would deliver the others again).
+	rec := s.readSide("rs", func(rs *config.ReadSide) { rs.MaxInFlight, rs.Timeout = 8, 2*time.Minute })
 	var c concurrency
 	gate := make(chan struct{})
 	rec.Fail = func(ctx context.Context, req *cospb.HandleReadSideRequest) (bool, error) {
