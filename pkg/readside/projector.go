@@ -505,7 +505,8 @@ func (s *shardRunner) recover(ctx context.Context, rec *recovery) error {
 }
 
 // pauseUntil pauses the consumer until the given time, unless it is paused longer already (an
-// operator's pause or a stop must not be cut short by a retry's delay).
+// operator's pause or a stop must not be cut short by a retry's delay). Reading and setting the pause
+// are two requests: an operator's pause landing between them is shortened to the retry's delay.
 func (s *shardRunner) pauseUntil(ctx context.Context, until time.Time) error {
 	stream, name := s.p.cfg.Layout.EventStream(), s.p.cfg.Layout.ReadSideConsumer(s.rs.ID, s.shard)
 	info, err := s.consumer.Info(ctx)
