@@ -134,9 +134,6 @@ func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandR
 	defer cancel()
 	reply, err := s.dispatch.Dispatch(wctx, s.cfg.Layout.CommandSubject(key), creq)
 	if err != nil {
-		if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
-			return nil, err
-		}
 		return nil, s.requestError(ctx, commandID, err)
 	}
 	switch out := reply.GetOutcome().(type) {
@@ -154,6 +151,9 @@ func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandR
 
 // requestError maps a failed NATS request. Only "no responders" is certain to have done nothing.
 func (s *Service) requestError(ctx context.Context, commandID string, err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err // the dispatcher's own answer (a request it could not encode)
+	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, worker.ErrStopped):
 		return status.Error(codes.Unavailable, "no worker is available; the command was not processed")

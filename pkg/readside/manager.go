@@ -218,6 +218,8 @@ func (m *Manager) skip(ctx context.Context, rs config.ReadSide, shard int) error
 	return err
 }
 
+// successful turns an operation's error into COS's {successful} answer: "nothing to skip" is an
+// unsuccessful answer, not an error; everything else is an error status.
 func successful(err error) (bool, error) {
 	if errors.Is(err, errNothingToSkip) {
 		return false, nil

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
@@ -18,29 +19,39 @@ func TestSerializerInlineRunKeepsEntityOrder(t *testing.T) {
 	inRun := make(chan struct{})
 	release := make(chan struct{})
 	s.start(func(j job) {
-		if j.data != nil && string(j.data) == "first" {
+		if j.req.GetEntityId() == "first" {
 			close(inRun)
 			<-release
 		}
 		mu.Lock()
-		order = append(order, string(j.data))
+		order = append(order, j.req.GetEntityId())
 		mu.Unlock()
 		j.done(nil)
 	})
+	// enqueue reports whether the job had already run when enqueueInline returned.
+	enqueue := func(subject, id string, after func()) (ranBefore, ok bool) {
+		var ran atomic.Bool
+		ok = s.enqueueInline(job{subject: subject, req: &natspb.CommandRequest{EntityId: id}, done: func(*natspb.CommandReply) {
+			ran.Store(true)
+			if after != nil {
+				after()
+			}
+		}})
+		return ran.Load(), ok
+	}
 	firstDone := make(chan bool)
 	go func() {
-		ran, ok := s.enqueueInline(job{subject: "e1", data: []byte("first"), done: func(*natspb.CommandReply) {}}, func() {})
-		firstDone <- ran && ok
+		ranBefore, ok := enqueue("e1", "first", nil)
+		firstDone <- ranBefore && ok
 	}()
 	<-inRun
+	// Returns while "first" is still blocked: the caller does not wait for the entity's queue.
 	secondDone := make(chan struct{})
-	queuedRan, ok := s.enqueueInline(job{subject: "e1", data: []byte("second"), done: func(*natspb.CommandReply) { close(secondDone) }}, func() {})
-	if queuedRan || !ok {
-		t.Fatalf("a job for a busy entity ran inline=%v ok=%v; want it queued", queuedRan, ok)
+	if ranBefore, ok := enqueue("e1", "second", func() { close(secondDone) }); ranBefore || !ok {
+		t.Fatalf("a job for a busy entity: ran before returning=%v ok=%v; want queued", ranBefore, ok)
 	}
-	otherRan, ok := s.enqueueInline(job{subject: "e2", data: []byte("other"), done: func(*natspb.CommandReply) {}}, func() {})
-	if !otherRan || !ok {
-		t.Fatalf("a job for an idle entity: ran inline=%v ok=%v; want inline", otherRan, ok)
+	if ranBefore, ok := enqueue("e2", "other", nil); !ranBefore || !ok {
+		t.Fatalf("a job for an idle entity: ran before returning=%v ok=%v; want run inline", ranBefore, ok)
 	}
 	close(release)
 	if !<-firstDone {
@@ -63,7 +74,7 @@ func TestSerializerRefusesAfterStop(t *testing.T) {
 	s := newSerializer(1)
 	s.start(func(j job) { t.Error("a job ran after stop") })
 	s.stop()
-	if ran, ok := s.enqueueInline(job{subject: "e"}, func() {}); ran || ok {
-		t.Fatalf("enqueue after stop: ran=%v ok=%v", ran, ok)
+	if s.enqueueInline(job{subject: "e"}) || s.enqueue(job{subject: "e"}) {
+		t.Fatal("a job was accepted after stop")
 	}
 }

@@ -133,13 +133,7 @@ func (w *Worker) Stats() Stats {
 func (w *Worker) Run(ctx context.Context) error {
 	// Commands in progress finish even when ctx ends: an append that started is seen through.
 	base := context.WithoutCancel(ctx)
-	w.q.start(func(j job) {
-		if j.req != nil {
-			j.done(w.reply(w.execute(base, j.subject, j.req)))
-			return
-		}
-		j.done(w.Execute(base, j.subject, j.data))
-	})
+	w.q.start(func(j job) { j.done(w.reply(w.execute(base, j.subject, j.req))) })
 	sub, err := w.deps.Conn.QueueSubscribe(w.cfg.Layout.CommandSubjects(), w.cfg.Layout.WorkerQueue(), w.onMsg)
 	if err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
@@ -175,7 +169,12 @@ func (w *Worker) onMsg(m *nats.Msg) {
 			w.deps.Logger.Warn("reply to command", "subject", m.Subject, "err", err)
 		}
 	}
-	if !w.q.enqueue(job{subject: m.Subject, data: m.Data, done: respond}) {
+	req, err := decode(m.Data)
+	if err != nil {
+		respond(w.reply(nil, false, err))
+		return
+	}
+	if !w.q.enqueue(job{subject: m.Subject, req: req, done: respond}) {
 		respond(statusReply(status.New(codes.Unavailable, "the worker is stopping; the command was not processed")))
 	}
 }
@@ -191,23 +190,9 @@ func (w *Worker) Dispatch(ctx context.Context, subject string, req *natspb.Comma
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	var (
-		inline *natspb.CommandReply
-		ch     chan *natspb.CommandReply
-	)
-	done := func(r *natspb.CommandReply) {
-		if ch == nil { // ran on this goroutine: enqueue has not returned yet
-			inline = r
-			return
-		}
-		ch <- r
-	}
-	ran, ok := w.q.enqueueInline(job{subject: subject, req: req, done: done}, func() { ch = make(chan *natspb.CommandReply, 1) })
-	if !ok {
+	ch := make(chan *natspb.CommandReply, 1)
+	if !w.q.enqueueInline(job{subject: subject, req: req, done: func(r *natspb.CommandReply) { ch <- r }}) {
 		return nil, ErrStopped
-	}
-	if ran {
-		return inline, nil
 	}
 	select {
 	case r := <-ch:
@@ -451,8 +436,7 @@ func (w *Worker) unavailable(what string, err error) error {
 // job is one command to run, from NATS or from Dispatch.
 type job struct {
 	subject string
-	data    []byte                 // encoded request, from NATS
-	req     *natspb.CommandRequest // or the request itself, from Dispatch
+	req     *natspb.CommandRequest
 	done    func(*natspb.CommandReply)
 }
 
@@ -481,50 +465,41 @@ func newSerializer(max int) *serializer {
 func (s *serializer) start(run func(job)) { s.run = run }
 
 // enqueue queues a job; it blocks while max entities are in progress, and reports false once stopped.
-func (s *serializer) enqueue(j job) bool {
-	_, ok := s.enqueueInline(j, nil)
-	return ok
-}
+func (s *serializer) enqueue(j job) bool { return s.submit(j, false) }
 
-// enqueueInline is enqueue, except that with inline set a job whose entity is idle runs on the
-// calling goroutine (while fewer than max such runs are in progress), and ran reports that it did;
-// inline is called before the job is handed to the pool instead. Jobs queued behind an inline run
-// go to the pool when it ends, so the caller only waits for its own job.
-func (s *serializer) enqueueInline(j job, inline func()) (ran, ok bool) {
+// enqueueInline is enqueue, except that a job whose entity is idle runs on the calling goroutine
+// (while fewer than max such runs are in progress) before it returns. Jobs queued behind an inline
+// run go to the pool when it ends, so the caller only waits for its own job.
+func (s *serializer) enqueueInline(j job) bool { return s.submit(j, true) }
+
+func (s *serializer) submit(j job, inline bool) bool {
 	s.closing.RLock()
 	defer s.closing.RUnlock()
 	if s.closed || s.run == nil {
-		return false, false
+		return false
 	}
 	s.mu.Lock()
 	if q, ok := s.busy[j.subject]; ok {
 		s.busy[j.subject] = append(q, j)
-		if inline != nil {
-			inline()
-		}
 		s.mu.Unlock()
-		return false, true
+		return true
 	}
 	s.busy[j.subject] = nil
-	if inline != nil && s.inline < s.max {
+	if inline && s.inline < s.max {
 		s.inline++
 		s.mu.Unlock()
 		s.run(j)
 		s.mu.Lock()
 		s.inline--
-		next, more := s.next(j.subject)
-		if more {
+		if next, more := s.next(j.subject); more {
 			s.handOff(next) // unlocks
 		} else {
 			s.mu.Unlock()
 		}
-		return true, true
-	}
-	if inline != nil {
-		inline()
+		return true
 	}
 	s.handOff(j)
-	return false, true
+	return true
 }
 
 // handOff gives the first job of an entity run to the pool: an idle goroutine, a new one while
