@@ -52,6 +52,11 @@ const (
 	defaultMaxCommandBytes    = 524288
 	defaultIdempotencyWindow  = 16
 	defaultStateCacheEntries  = 10000
+	defaultStateCacheBytes    = 64 << 20
+	defaultMetricsAddress     = "0.0.0.0:9102"
+	defaultShutdownTimeout    = 25 * time.Second
+	defaultMaxPendingBytes    = 64 << 20
+	defaultMaxEntityQueue     = 256
 )
 
 // Config is the whole configuration of a chief-of-state process. The comment of each field
@@ -95,6 +100,23 @@ type Config struct {
 	// StateCacheEntries (COS_STATE_CACHE_ENTRIES [10000], 0..10000000) is the size of the
 	// worker's in-memory state cache; 0 turns it off.
 	StateCacheEntries int
+	// StateCacheBytes (COS_STATE_CACHE_BYTES [67108864], 0..68719476736) bounds the same cache by
+	// the encoded size of the states it holds; 0 turns it off.
+	StateCacheBytes int64
+
+	// MetricsAddress (COS_METRICS_ADDRESS [0.0.0.0:9102]) is the host:port of the HTTP listener
+	// serving /healthz and /readyz; set it to an empty value to turn the listener off.
+	MetricsAddress string
+	// ShutdownTimeout (COS_SHUTDOWN_TIMEOUT, whole seconds [25], 1..3600) bounds the drain on
+	// SIGTERM: queued and running commands and in-flight read-side calls finish within it.
+	ShutdownTimeout time.Duration
+	// MaxPendingBytes (COS_WORKER_MAX_PENDING_BYTES [67108864], 1048576..17179869184) bounds the
+	// encoded size of the commands a worker holds but has not started; beyond it a command is
+	// refused with UNAVAILABLE before anything is done.
+	MaxPendingBytes int64
+	// MaxEntityQueue (COS_WORKER_MAX_ENTITY_QUEUE [256], 1..100000) bounds the commands of one
+	// entity a worker holds behind the one it runs; beyond it a command is refused the same way.
+	MaxEntityQueue int
 }
 
 // WriteSide describes the user's write-side handler (WriteSideHandlerService).
@@ -162,6 +184,11 @@ func Default() Config {
 		MaxCommandBytes:   defaultMaxCommandBytes,
 		IdempotencyWindow: defaultIdempotencyWindow,
 		StateCacheEntries: defaultStateCacheEntries,
+		StateCacheBytes:   defaultStateCacheBytes,
+		MetricsAddress:    defaultMetricsAddress,
+		ShutdownTimeout:   defaultShutdownTimeout,
+		MaxPendingBytes:   defaultMaxPendingBytes,
+		MaxEntityQueue:    defaultMaxEntityQueue,
 	}
 }
 

@@ -38,6 +38,11 @@ func TestFromEnvDefaults(t *testing.T) {
 			MaxCommandBytes:   524288,
 			IdempotencyWindow: 16,
 			StateCacheEntries: 10000,
+			StateCacheBytes:   64 << 20,
+			MetricsAddress:    "0.0.0.0:9102",
+			ShutdownTimeout:   25 * time.Second,
+			MaxPendingBytes:   64 << 20,
+			MaxEntityQueue:    256,
 		}
 		if !reflect.DeepEqual(c, want) {
 			t.Errorf("FromEnv(%q) =\n%+v\nwant\n%+v", env, c, want)
@@ -87,6 +92,11 @@ func TestFromEnvAllVariables(t *testing.T) {
 		"COS_MAX_COMMAND_BYTES=1024",
 		"COS_IDEMPOTENCY_WINDOW=0",
 		"COS_STATE_CACHE_ENTRIES=0",
+		"COS_STATE_CACHE_BYTES=1048576",
+		"COS_METRICS_ADDRESS=",
+		"COS_SHUTDOWN_TIMEOUT=40",
+		"COS_WORKER_MAX_PENDING_BYTES=2097152",
+		"COS_WORKER_MAX_ENTITY_QUEUE=10",
 	}
 	c, legacy, err := FromEnv(env)
 	if err != nil {
@@ -131,6 +141,11 @@ func TestFromEnvAllVariables(t *testing.T) {
 		MaxCommandBytes:   1024,
 		IdempotencyWindow: 0,
 		StateCacheEntries: 0,
+		StateCacheBytes:   1 << 20,
+		MetricsAddress:    "", // set but empty: off
+		ShutdownTimeout:   40 * time.Second,
+		MaxPendingBytes:   2 << 20,
+		MaxEntityQueue:    10,
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", c, want)

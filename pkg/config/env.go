@@ -105,6 +105,11 @@ func FromEnv(environ []string) (Config, []string, error) {
 	p.int("COS_MAX_COMMAND_BYTES", &c.MaxCommandBytes)
 	p.int("COS_IDEMPOTENCY_WINDOW", &c.IdempotencyWindow)
 	p.int("COS_STATE_CACHE_ENTRIES", &c.StateCacheEntries)
+	p.int64("COS_STATE_CACHE_BYTES", &c.StateCacheBytes)
+	p.address("COS_METRICS_ADDRESS", &c.MetricsAddress)
+	p.duration("COS_SHUTDOWN_TIMEOUT", time.Second, &c.ShutdownTimeout)
+	p.int64("COS_WORKER_MAX_PENDING_BYTES", &c.MaxPendingBytes)
+	p.int("COS_WORKER_MAX_ENTITY_QUEUE", &c.MaxEntityQueue)
 
 	// A value that failed to parse left its default in place, so Validate reports only the
 	// other problems and the user sees everything at once.
@@ -157,6 +162,34 @@ func (p *parser) int(name string, dst *int) bool {
 	}
 	*dst = n
 	return true
+}
+
+// int64 parses a decimal 64-bit integer.
+func (p *parser) int64(name string, dst *int64) {
+	v, ok := p.lookup(name)
+	if !ok {
+		return
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		if errors.Is(err, strconv.ErrRange) {
+			p.fail("%s: %q is out of range", name, v)
+		} else {
+			p.fail("%s: %q is not a number", name, v)
+		}
+		return
+	}
+	*dst = n
+}
+
+// address reads an optional listen address: unlike other variables, a variable that is set but
+// empty means "off" (dst becomes ""), while an unset one keeps the default.
+func (p *parser) address(name string, dst *string) {
+	v, set := p.env[name]
+	if !set {
+		return
+	}
+	*dst = strings.TrimSpace(v)
 }
 
 // duration parses a decimal count of unit.

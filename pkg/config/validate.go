@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // streamPrefixRE is the syntax of COS_NATS_PREFIX.
@@ -57,6 +58,12 @@ func (c *checker) between(name string, v, lo, hi int) {
 	}
 }
 
+func (c *checker) between64(name string, v, lo, hi int64) {
+	if v < lo || v > hi {
+		c.fail("%s: must be between %d and %d, got %d", name, lo, hi, v)
+	}
+}
+
 func (c *checker) nonNegative(name string, v int) {
 	if v < 0 {
 		c.fail("%s: must not be negative, got %d", name, v)
@@ -92,6 +99,15 @@ func (c Config) Validate() error {
 	k.between("COS_MAX_COMMAND_BYTES", c.MaxCommandBytes, 1, 8388608)
 	k.between("COS_IDEMPOTENCY_WINDOW", c.IdempotencyWindow, 0, 256)
 	k.between("COS_STATE_CACHE_ENTRIES", c.StateCacheEntries, 0, 10000000)
+	k.between64("COS_STATE_CACHE_BYTES", c.StateCacheBytes, 0, 64<<30)
+	if c.MetricsAddress != "" {
+		checkHostPort(&k, "COS_METRICS_ADDRESS", c.MetricsAddress)
+	}
+	if c.ShutdownTimeout < time.Second || c.ShutdownTimeout > time.Hour {
+		k.fail("COS_SHUTDOWN_TIMEOUT: must be between 1 and 3600 seconds, got %v", c.ShutdownTimeout)
+	}
+	k.between64("COS_WORKER_MAX_PENDING_BYTES", c.MaxPendingBytes, 1<<20, 16<<30)
+	k.between("COS_WORKER_MAX_ENTITY_QUEUE", c.MaxEntityQueue, 1, 100000)
 	c.WriteSide.check(&k, false)
 	checkReadSides(&k, c.ReadSides)
 	return errors.Join(k.errs...)

@@ -112,6 +112,12 @@ func TestConfigValidate(t *testing.T) {
 		{"listen port", func(c *Config) { c.NATS.Listen = "h:70000" }, "COS_NATS_LISTEN:"},
 		{"replicas range", func(c *Config) { c.NATS.URL, c.NATS.Replicas = "nats://x", 6 }, "COS_NATS_REPLICAS:"},
 		{"write-side port", func(c *Config) { c.WriteSide.Port = -5 }, "COS_WRITE_SIDE_PORT:"},
+		{"metrics off", func(c *Config) { c.MetricsAddress = "" }, ""},
+		{"metrics address", func(c *Config) { c.MetricsAddress = "9102" }, "COS_METRICS_ADDRESS:"},
+		{"shutdown timeout", func(c *Config) { c.ShutdownTimeout = 0 }, "COS_SHUTDOWN_TIMEOUT:"},
+		{"pending bytes", func(c *Config) { c.MaxPendingBytes = 1000 }, "COS_WORKER_MAX_PENDING_BYTES:"},
+		{"entity queue", func(c *Config) { c.MaxEntityQueue = 0 }, "COS_WORKER_MAX_ENTITY_QUEUE:"},
+		{"cache bytes", func(c *Config) { c.StateCacheBytes = -1 }, "COS_STATE_CACHE_BYTES:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
