@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -26,6 +25,10 @@ const (
 	HeaderRecent    = "Cos-Recent-Commands"
 )
 
+// MaxBatch is the most events one command may produce: JetStream's limit of messages per atomic batch
+// (nats-server's default).
+const MaxBatch = 1000
+
 // ErrConflict means the entity changed since the expected sequence: reload and retry.
 var ErrConflict = errors.New("entity changed concurrently")
 
@@ -35,6 +38,10 @@ var ErrBusy = errors.New("too many atomic batches in flight")
 
 // ErrCorrupt means a stored message could not be decoded.
 var ErrCorrupt = errors.New("corrupt event message")
+
+// errNotSent marks an append that certainly did not reach the stream: the connection refused the
+// publish, or a batch failed before its commit was sent (the server drops an uncommitted batch).
+var errNotSent = errors.New("not sent")
 
 // Head is an entity's latest persisted state: what a command needs to run and what GetState returns.
 // Seq 0 means the entity has no events (revision 0).
@@ -62,8 +69,9 @@ func (h Head) Applied(id string) (uint64, bool) {
 
 // Config describes the stream to create or verify.
 type Config struct {
-	Layout   layout.Layout
-	Replicas int
+	Layout    layout.Layout
+	Replicas  int
+	NumShards int // recorded in the stream's metadata: every process must agree on it
 }
 
 // Log appends and reads events.
@@ -73,32 +81,13 @@ type Log struct {
 	layout layout.Layout
 }
 
-// StreamConfig is the event stream's configuration: no age or count limits (sequences must never be
-// reused by an entity whose messages aged out), deletes and purges denied, atomic batches allowed.
-// Direct gets (cheap: no JSON API round trip) only on a single replica, where they are read-your-writes;
-// on replicated streams any replica may answer a direct get, so every read goes to the leader instead.
-func StreamConfig(cfg Config) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
-		Name:               cfg.Layout.EventStream(),
-		Description:        "chief-of-state events (EventWrapper per message, one subject per entity)",
-		Subjects:           []string{cfg.Layout.EventSubjects()},
-		Storage:            jetstream.FileStorage,
-		Retention:          jetstream.LimitsPolicy,
-		Replicas:           cfg.Replicas,
-		MaxMsgs:            -1,
-		MaxBytes:           -1,
-		MaxAge:             0,
-		MaxMsgsPerSubject:  -1,
-		Discard:            jetstream.DiscardOld,
-		DenyDelete:         true,
-		DenyPurge:          true,
-		AllowAtomicPublish: true,
-		AllowDirect:        cfg.Replicas <= 1,
-	}
-}
-
-// Open creates the event stream or verifies that an existing one is compatible, idempotently.
+// Open binds the event stream, creating it when it does not exist, and refuses one whose settings
+// disagree with cfg (an error wrapping layout.ErrMismatch). Any number of processes may call it at
+// once.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Log, error) {
+	if cfg.NumShards < 1 || cfg.Replicas < 1 {
+		return nil, fmt.Errorf("eventlog: NumShards and Replicas must be >= 1")
+	}
 	want := StreamConfig(cfg)
 	s, err := js.Stream(ctx, want.Name)
 	switch {
@@ -113,41 +102,47 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Log, error)
 	case err != nil:
 		return nil, fmt.Errorf("look up stream %s: %w", want.Name, err)
 	}
-	if err := compatible(s.CachedInfo().Config, want); err != nil {
+	info := s.CachedInfo()
+	if err := compatible(info.Config, want); err != nil {
 		return nil, err
 	}
-	return &Log{js: js, stream: s, layout: cfg.Layout}, nil
+	l := &Log{js: js, stream: s, layout: cfg.Layout}
+	if info.Config.Metadata[MetaNumShards] == "" {
+		if err := l.recordShards(ctx, info, cfg.NumShards); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
 }
 
-// compatible reports settings of an existing stream that would break our guarantees.
-func compatible(got, want jetstream.StreamConfig) error {
-	var errs []error
-	bad := func(what string, have, need any) {
-		errs = append(errs, fmt.Errorf("%s is %v, needs %v", what, have, need))
+// recordShards writes the shard count into the metadata of a stream made before it was recorded,
+// after checking that its first event sits on the shard this count gives it.
+func (l *Log) recordShards(ctx context.Context, info *jetstream.StreamInfo, numShards int) error {
+	name := info.Config.Name
+	if info.State.Msgs > 0 {
+		m, err := l.stream.GetMsg(ctx, info.State.FirstSeq)
+		if err != nil {
+			return fmt.Errorf("read the first event of %s: %w", name, err)
+		}
+		shard, token, ok := l.layout.ParseEventSubject(m.Subject)
+		id, perr := entity.ParseToken(token)
+		if !ok || perr != nil {
+			return fmt.Errorf("%w: stream %s holds a message on %s, not an event subject", layout.ErrMismatch, name, m.Subject)
+		}
+		if k, err := entity.NewKey(id, numShards); err != nil || k.Shard != shard {
+			return fmt.Errorf("%w: stream %s was written with another COS_NUM_SHARDS than %d (its first event, of entity %q, is on shard %d); set COS_NUM_SHARDS to the value it was created with",
+				layout.ErrMismatch, name, numShards, id, shard)
+		}
 	}
-	if len(got.Subjects) != 1 || got.Subjects[0] != want.Subjects[0] {
-		bad("subjects", got.Subjects, want.Subjects)
+	cfg := info.Config
+	meta := make(map[string]string, len(cfg.Metadata)+2)
+	for k, v := range cfg.Metadata {
+		meta[k] = v
 	}
-	if got.Retention != jetstream.LimitsPolicy {
-		bad("retention", got.Retention, want.Retention)
-	}
-	if got.MaxAge != 0 {
-		bad("max_age", got.MaxAge, "unlimited (0)")
-	}
-	if got.MaxMsgsPerSubject > 0 {
-		bad("max_msgs_per_subject", got.MaxMsgsPerSubject, "unlimited (-1)")
-	}
-	if got.MaxMsgs > 0 || got.MaxBytes > 0 {
-		bad("max_msgs/max_bytes", fmt.Sprint(got.MaxMsgs, "/", got.MaxBytes), "unlimited (-1)")
-	}
-	if !got.AllowAtomicPublish {
-		bad("allow_atomic", false, true)
-	}
-	if got.AllowDirect && got.Replicas > 1 {
-		bad("allow_direct", true, "false with replicas > 1 (direct gets are not read-your-writes on replicas)")
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("stream %s exists with an incompatible configuration: %w", want.Name, errors.Join(errs...))
+	meta[MetaNumShards], meta[MetaLayout] = strconv.Itoa(numShards), LayoutVersion
+	cfg.Metadata = meta
+	if _, err := l.js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("record COS_NUM_SHARDS in the metadata of stream %s: %w", name, err)
 	}
 	return nil
 }
@@ -203,11 +198,29 @@ type Append struct {
 	Events      [][]byte // marshalled EventWrappers, in revision order
 }
 
+// HeaderBytes is an upper bound of the header bytes each message of a carries, so callers can check
+// that an event fits in one NATS message before sending anything.
+func HeaderBytes(commandID string, recent Recent) int {
+	// NATS/1.0 line, the batch headers (id ≤ 22 characters, sequence ≤ 4 digits, commit) and the
+	// expected sequence (≤ 20 digits), each with its name and separators, with room to spare.
+	const fixed = 256
+	n := fixed + len(HeaderCommandID) + 4 + len(commandID)
+	if len(recent) > 0 {
+		n += len(HeaderRecent) + 4 + len(recent.String())
+	}
+	return n
+}
+
 // Append stores the events: one plain publish for one event, one atomic batch for several. It returns
 // the stream sequence of the last event. A stale ExpectedSeq yields ErrConflict and stores nothing.
+// Whatever ctx allows bounds the whole append, batches included. See IsDefinite for what a failure
+// means.
 func (l *Log) Append(ctx context.Context, a Append) (uint64, error) {
 	if len(a.Events) == 0 {
 		return 0, errors.New("append: no events")
+	}
+	if len(a.Events) > MaxBatch {
+		return 0, fmt.Errorf("%w: append: %d events, at most %d per command", errNotSent, len(a.Events), MaxBatch)
 	}
 	subject := l.layout.EventSubject(a.Key)
 	recent := a.Recent.String()
@@ -231,33 +244,45 @@ func (l *Log) Append(ctx context.Context, a Append) (uint64, error) {
 		}
 		return ack.Sequence, nil
 	}
-	ack, err := jetstreamext.PublishMsgBatch(ctx, l.js, msgs)
+	seq, err := publishBatch(ctx, l.js.Conn(), msgs)
 	if err != nil {
 		return 0, classify(err)
 	}
-	return ack.Sequence, nil
+	return seq, nil
 }
 
+// Error codes of the JetStream API this package tells apart.
+const (
+	codeAtomicTooManyInflight = 10210
+	codeBatchTooManyInflight  = 10211
+)
+
 // classify turns the two OCC failures (10071 on any stream, 10164 on replicated ones while another
-// write to the subject is in flight) into ErrConflict.
+// write to the subject is in flight) into ErrConflict, and a full batch queue into ErrBusy.
 func classify(err error) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
 		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
-			return fmt.Errorf("%w: %v", ErrConflict, err)
-		case jetstreamext.JSErrCodeAtomicPublishTooManyInflight, jetstreamext.JSErrCodeBatchPublishTooManyInflight:
-			return fmt.Errorf("%w: %v", ErrBusy, err)
+			return fmt.Errorf("%w: %w", ErrConflict, err)
+		case codeAtomicTooManyInflight, codeBatchTooManyInflight:
+			return fmt.Errorf("%w: %w", ErrBusy, err)
 		}
 	}
 	return fmt.Errorf("append: %w", err)
 }
 
-// IsDefinite reports whether a failed append certainly stored nothing (the server answered with an
-// error). Otherwise, e.g. after a timeout, the append may still land.
+// IsDefinite reports whether a failed append certainly stored nothing: the server answered with an
+// error, or the message never left this process (refused by the connection while it reconnects —
+// nothing is buffered for later —, too large, no stream listening, a batch that failed before its
+// commit). Otherwise, e.g. after a timeout, the append may still land.
 func IsDefinite(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.Is(err, ErrConflict) || errors.As(err, &apiErr) || errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrNoResponders)
+	return errors.Is(err, ErrConflict) || errors.Is(err, ErrBusy) || errors.Is(err, errNotSent) ||
+		errors.As(err, &apiErr) ||
+		errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrReconnectBufExceeded) ||
+		errors.Is(err, nats.ErrBadSubject) || errors.Is(err, nats.ErrConnectionDraining)
 }
 
 // MaxPayload is the largest message the connection may publish.

@@ -15,7 +15,7 @@ import (
 
 func TestOpenIsIdempotent(t *testing.T) {
 	_, js := costest.JetStream(t, costest.StartNATS(t))
-	cfg := eventlog.Config{Layout: layout.Default(), Replicas: 1}
+	cfg := eventlog.Config{Layout: layout.Default(), Replicas: 1, NumShards: 9}
 	for range 2 {
 		if _, err := eventlog.Open(context.Background(), js, cfg); err != nil {
 			t.Fatal(err)
@@ -25,7 +25,7 @@ func TestOpenIsIdempotent(t *testing.T) {
 
 func TestOpenRejectsAnIncompatibleStream(t *testing.T) {
 	_, js := costest.JetStream(t, costest.StartNATS(t))
-	cfg := eventlog.Config{Layout: layout.Default(), Replicas: 1}
+	cfg := eventlog.Config{Layout: layout.Default(), Replicas: 1, NumShards: 9}
 	bad := eventlog.StreamConfig(cfg)
 	bad.MaxAge = time.Hour
 	bad.AllowAtomicPublish = false
@@ -41,7 +41,7 @@ func TestOpenRejectsAnIncompatibleStream(t *testing.T) {
 func TestAppendConflictAndBatch(t *testing.T) {
 	_, js := costest.JetStream(t, costest.StartNATS(t))
 	ctx := context.Background()
-	log, err := eventlog.Open(ctx, js, eventlog.Config{Layout: layout.Default(), Replicas: 1})
+	log, err := eventlog.Open(ctx, js, eventlog.Config{Layout: layout.Default(), Replicas: 1, NumShards: 9})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@
 package layout
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -10,6 +11,11 @@ import (
 
 	"github.com/cosnats/cosnats/pkg/entity"
 )
+
+// ErrMismatch marks a stream, bucket or consumer that exists with settings this process cannot use
+// (another replica count, another shard count, limits that would lose events, ...). It is a
+// configuration error: the process refuses to start rather than run against it.
+var ErrMismatch = errors.New("existing NATS object disagrees with this configuration")
 
 // DefaultPrefix is the default name prefix.
 const DefaultPrefix = "COS"
@@ -59,6 +65,46 @@ func (l Layout) ShardEventSubjects(shard int) string {
 // CommandSubject is the subject a command for one entity is sent on.
 func (l Layout) CommandSubject(k entity.Key) string {
 	return l.root + ".cmd." + strconv.Itoa(k.Shard) + "." + k.Token
+}
+
+// ParseEventSubject splits an event subject into its shard and entity token.
+func (l Layout) ParseEventSubject(subject string) (shard int, token string, ok bool) {
+	rest, found := strings.CutPrefix(subject, l.root+".events.")
+	if !found {
+		return 0, "", false
+	}
+	s, token, found := strings.Cut(rest, ".")
+	n, err := strconv.Atoi(s)
+	if !found || err != nil || n < 0 || token == "" || strings.Contains(token, ".") {
+		return 0, "", false
+	}
+	return n, token, true
+}
+
+// ReadSideControlSubject is where the read-side manager tells the projector that owns a shard that an
+// operator paused, restarted or skipped it, so deliveries it already fetched are not started.
+func (l Layout) ReadSideControlSubject(readSideID string, shard int) string {
+	return l.root + ".ctl.readside." + readSideID + "." + strconv.Itoa(shard)
+}
+
+// ReadSideControlSubjects matches every read-side control subject; projectors subscribe to it.
+func (l Layout) ReadSideControlSubjects() string { return l.root + ".ctl.readside.*.*" }
+
+// ParseReadSideConsumer returns the read side and shard of a consumer named by ReadSideConsumer.
+func (l Layout) ParseReadSideConsumer(name string) (readSideID string, shard int, ok bool) {
+	rest, found := strings.CutPrefix(name, l.prefix+"_RS_")
+	if !found {
+		return "", 0, false
+	}
+	i := strings.LastIndexByte(rest, '_')
+	if i <= 0 {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(rest[i+1:])
+	if err != nil || n < 0 || strconv.Itoa(n) != rest[i+1:] {
+		return "", 0, false
+	}
+	return rest[:i], n, true
 }
 
 // CommandSubjects matches every command subject; workers subscribe to it.

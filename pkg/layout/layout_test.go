@@ -25,3 +25,24 @@ func TestNames(t *testing.T) {
 		t.Fatal("prefix with a dot accepted")
 	}
 }
+
+func TestParse(t *testing.T) {
+	l := Default()
+	k, _ := entity.NewKey("a.b", 9)
+	if shard, tok, ok := l.ParseEventSubject(l.EventSubject(k)); !ok || shard != k.Shard || tok != k.Token {
+		t.Fatalf("ParseEventSubject = %d %q %v", shard, tok, ok)
+	}
+	for _, bad := range []string{"cos.events.x.t", "cos.events.1", "cos.cmd.1.t", "cos.events.1.a.b", "cos.events.-1.t"} {
+		if _, _, ok := l.ParseEventSubject(bad); ok {
+			t.Errorf("ParseEventSubject(%q) accepted", bad)
+		}
+	}
+	if id, shard, ok := l.ParseReadSideConsumer(l.ReadSideConsumer("my_read-side", 12)); !ok || id != "my_read-side" || shard != 12 {
+		t.Fatalf("ParseReadSideConsumer = %q %d %v", id, shard, ok)
+	}
+	for _, bad := range []string{"COS_RS_x", "COS_RS__1", "OTHER_RS_x_1", "COS_RS_x_01", "COS_RS_x_y"} {
+		if _, _, ok := l.ParseReadSideConsumer(bad); ok {
+			t.Errorf("ParseReadSideConsumer(%q) accepted", bad)
+		}
+	}
+}

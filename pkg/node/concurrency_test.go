@@ -158,7 +158,7 @@ func TestRetryAfterCrashBetweenAppendAndReply(t *testing.T) {
 	s.mustSend("c", "add:1")
 	key, _ := entity.NewKey("c", s.cfg.NumShards)
 	ctx := context.Background()
-	log, err := eventlog.Open(ctx, s.js, eventlog.Config{Layout: layout.Default(), Replicas: 1})
+	log, err := eventlog.Open(ctx, s.js, eventlog.Config{Layout: layout.Default(), Replicas: 1, NumShards: 9})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	evlog, err := eventlog.Open(setupCtx, js, eventlog.Config{Layout: lay, Replicas: cfg.NATS.Replicas})
+	evlog, err := eventlog.Open(setupCtx, js, eventlog.Config{Layout: lay, Replicas: cfg.NATS.Replicas, NumShards: cfg.NumShards})
 	if err != nil {
 		return err
 	}
@@ -233,6 +233,7 @@ func newWorker(ctx context.Context, cfg config.Config, lay layout.Layout, js jet
 	cache, err := statecache.Open(ctx, js, statecache.Config{
 		Layout:        lay,
 		Entries:       cfg.StateCacheEntries,
+		Bytes:         cfg.StateCacheBytes,
 		UseKV:         !cfg.DisableSnapshot,
 		SnapshotEvery: cfg.SnapshotFrequency,
 		Replicas:      cfg.NATS.Replicas,

@@ -24,7 +24,7 @@ func BenchmarkCatchUp(b *testing.B) {
 	srv := costest.StartNATS(b)
 	_, js := costest.JetStream(b, srv)
 	ctx := context.Background()
-	log, err := eventlog.Open(ctx, js, eventlog.Config{Layout: layout.Default(), Replicas: 1})
+	log, err := eventlog.Open(ctx, js, eventlog.Config{Layout: layout.Default(), Replicas: 1, NumShards: 9})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -153,7 +153,7 @@ func TestEnsureFollowsMaxInFlight(t *testing.T) {
 	srv := costest.StartNATS(t)
 	_, js := costest.JetStream(t, srv)
 	ctx := context.Background()
-	if _, err := eventlog.Open(ctx, js, eventlog.Config{Layout: layout.Default(), Replicas: 1}); err != nil {
+	if _, err := eventlog.Open(ctx, js, eventlog.Config{Layout: layout.Default(), Replicas: 1, NumShards: 9}); err != nil {
 		t.Fatal(err)
 	}
 	rs := config.ReadSide{ID: "rs", Host: "127.0.0.1", Port: 1, AutoStart: true, Enabled: true, Timeout: time.Second, MaxInFlight: 1}

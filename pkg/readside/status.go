@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
+	"github.com/cosnats/cosnats/pkg/bucket"
 	"github.com/cosnats/cosnats/pkg/layout"
 )
 
@@ -21,7 +22,7 @@ type StatusStore struct {
 
 // OpenStatus creates or binds the bucket.
 func OpenStatus(ctx context.Context, js jetstream.JetStream, lay layout.Layout, replicas int) (*StatusStore, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := bucket.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      lay.ReadSideBucket(),
 		Description: "chief-of-state read-side shard states (failures, stops)",
 		History:     1,
@@ -29,7 +30,7 @@ func OpenStatus(ctx context.Context, js jetstream.JetStream, lay layout.Layout, 
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open read-side bucket %s: %w", lay.ReadSideBucket(), err)
+		return nil, err
 	}
 	return &StatusStore{kv: kv, layout: lay}, nil
 }

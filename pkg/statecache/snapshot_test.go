@@ -18,7 +18,7 @@ import (
 // in-process cache always has the newest head.
 func TestPeriodicSnapshots(t *testing.T) {
 	_, js := costest.JetStream(t, costest.StartNATS(t))
-	c, err := statecache.Open(context.Background(), js, statecache.Config{Layout: layout.Default(), Entries: 10, UseKV: true, SnapshotEvery: 3},
+	c, err := statecache.Open(context.Background(), js, statecache.Config{Layout: layout.Default(), Entries: 10, Bytes: 1 << 20, UseKV: true, SnapshotEvery: 3, Replicas: 1},
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
+	"github.com/cosnats/cosnats/pkg/bucket"
 	"github.com/cosnats/cosnats/pkg/entity"
 	"github.com/cosnats/cosnats/pkg/eventlog"
 	"github.com/cosnats/cosnats/pkg/layout"
@@ -31,7 +32,8 @@ import (
 // Config sets the cache's size and its KV bucket.
 type Config struct {
 	Layout  layout.Layout
-	Entries int  // in-process entries; 0 disables the LRU
+	Entries int   // in-process entries; 0 disables the LRU
+	Bytes   int64 // in-process bound on the entries' encoded size; 0 disables the LRU
 	UseKV   bool // false disables the KV bucket (COS_DISABLE_SNAPSHOT)
 	// SnapshotEvery writes a KV snapshot when an append reaches a multiple of this revision
 	// (COS_SNAPSHOT_FREQUENCY); 0 writes none.
@@ -55,14 +57,14 @@ type Cache struct {
 // Open creates or binds the KV bucket (when enabled) and the LRU.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*Cache, error) {
 	c := &Cache{log: log, every: uint32(max(cfg.SnapshotEvery, 0))}
-	if cfg.Entries > 0 {
-		c.lru = newLRU(cfg.Entries)
+	if cfg.Entries > 0 && cfg.Bytes > 0 {
+		c.lru = newLRU(cfg.Entries, cfg.Bytes)
 	}
 	if !cfg.UseKV || cfg.SnapshotEvery <= 0 {
 		return c, nil
 	}
 	name := cfg.Layout.StateBucket()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := bucket.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      name,
 		Description: "chief-of-state periodic snapshots (Snapshot per entity; never read on the command path)",
 		History:     1,
@@ -71,7 +73,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 		Replicas:    cfg.Replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open state bucket %s: %w", name, err)
+		return nil, err
 	}
 	c.kv, c.nc, c.prefix = kv, js.Conn(), "$KV."+name+"."
 	return c, nil
@@ -151,21 +153,32 @@ func decode(data []byte) (eventlog.Head, error) {
 	}, nil
 }
 
-// lru is a plain mutex-guarded LRU; a nil *lru is an always-empty cache.
+// lru is a plain mutex-guarded LRU bounded by entry count and by the encoded size of the heads it
+// holds (states may be up to a NATS message each); a nil *lru is an always-empty cache.
 type lru struct {
-	mu    sync.Mutex
-	max   int
-	order *list.List // front = most recent; values are *lruEntry
-	items map[string]*list.Element
+	mu       sync.Mutex
+	max      int
+	maxBytes int64
+	bytes    int64
+	order    *list.List // front = most recent; values are *lruEntry
+	items    map[string]*list.Element
 }
 
 type lruEntry struct {
 	key  string
 	head eventlog.Head
+	size int64
 }
 
-func newLRU(max int) *lru {
-	return &lru{max: max, order: list.New(), items: make(map[string]*list.Element, max)}
+func newLRU(max int, maxBytes int64) *lru {
+	return &lru{max: max, maxBytes: maxBytes, order: list.New(), items: make(map[string]*list.Element, min(max, 1<<16))}
+}
+
+// entrySize approximates what an entry keeps alive: the encoded state and meta, the remembered command
+// ids and the bookkeeping around them.
+func entrySize(key string, h eventlog.Head) int64 {
+	const overhead = 256 // list element, map slot, decoded message structs
+	return int64(overhead + len(key) + proto.Size(h.State) + proto.Size(h.Meta) + len(h.CommandID) + 48*len(h.Recent))
 }
 
 func (l *lru) get(key string) (eventlog.Head, bool) {
@@ -186,22 +199,30 @@ func (l *lru) put(key string, h eventlog.Head) {
 	if l == nil {
 		return
 	}
+	size := entrySize(key, h)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if e, ok := l.items[key]; ok {
 		// Never replace a newer head with an older one (two workers' writes may race).
 		if cur := e.Value.(*lruEntry); cur.head.Seq <= h.Seq {
-			cur.head = h
+			l.bytes += size - cur.size
+			cur.head, cur.size = h, size
 		}
 		l.order.MoveToFront(e)
-		return
+	} else if size <= l.maxBytes {
+		l.items[key] = l.order.PushFront(&lruEntry{key: key, head: h, size: size})
+		l.bytes += size
 	}
-	l.items[key] = l.order.PushFront(&lruEntry{key: key, head: h})
-	if l.order.Len() > l.max {
-		oldest := l.order.Back()
-		l.order.Remove(oldest)
-		delete(l.items, oldest.Value.(*lruEntry).key)
+	for l.order.Len() > l.max || l.bytes > l.maxBytes {
+		l.evict(l.order.Back())
 	}
+}
+
+func (l *lru) evict(e *list.Element) {
+	ent := e.Value.(*lruEntry)
+	l.order.Remove(e)
+	delete(l.items, ent.key)
+	l.bytes -= ent.size
 }
 
 func (l *lru) remove(key string) {
@@ -211,7 +232,6 @@ func (l *lru) remove(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if e, ok := l.items[key]; ok {
-		l.order.Remove(e)
-		delete(l.items, key)
+		l.evict(e)
 	}
 }

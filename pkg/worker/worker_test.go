@@ -67,7 +67,7 @@ func newRig(t *testing.T) *rig {
 	nc, js := costest.JetStream(t, srv)
 	ctx := context.Background()
 	lay := layout.Default()
-	log, err := eventlog.Open(ctx, js, eventlog.Config{Layout: lay, Replicas: 1})
+	log, err := eventlog.Open(ctx, js, eventlog.Config{Layout: lay, Replicas: 1, NumShards: 9})
 	if err != nil {
 		t.Fatal(err)
 	}
