@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,7 +43,12 @@ type Config struct {
 	ConflictRetries   int
 	IdempotencyWindow int
 	MaxCommandBytes   int
-	MaxConcurrent     int // entities processed at once by this worker; 0 = 1024
+	MaxConcurrent     int   // entities processed at once by this worker; 0 = 1024
+	MaxPendingBytes   int64 // encoded commands held but not started; 0 = 64 MiB
+	MaxEntityQueue    int   // commands of one entity held behind the running one; 0 = 256
+	// DrainTimeout bounds the drain when Run's context ends: queued commands not started by then are
+	// answered "not processed"; 0 = 25 s.
+	DrainTimeout time.Duration
 }
 
 // Validate checks the settings.
@@ -118,7 +122,17 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 1024
 	}
-	return &Worker{cfg: cfg, deps: deps, subscribed: make(chan struct{}), q: newSerializer(cfg.MaxConcurrent)}, nil
+	if cfg.MaxPendingBytes <= 0 {
+		cfg.MaxPendingBytes = 64 << 20
+	}
+	if cfg.MaxEntityQueue <= 0 {
+		cfg.MaxEntityQueue = 256
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 25 * time.Second
+	}
+	q := newSerializer(limits{runs: cfg.MaxConcurrent, pendingBytes: cfg.MaxPendingBytes, entityQueue: cfg.MaxEntityQueue})
+	return &Worker{cfg: cfg, deps: deps, subscribed: make(chan struct{}), q: q}, nil
 }
 
 // Subscribed is closed once the worker receives commands.
@@ -129,7 +143,9 @@ func (w *Worker) Stats() Stats {
 	return Stats{Commands: w.commands.Load(), Appends: w.appends.Load(), Conflicts: w.conflicts.Load(), Replays: w.replays.Load(), Reads: w.reads.Load()}
 }
 
-// Run serves commands until ctx ends, then stops taking new ones and finishes those in progress.
+// Run serves commands until ctx ends, then drains: it stops taking commands from NATS (those already
+// delivered to this worker are still taken), finishes the queued and running ones within DrainTimeout,
+// answers those it could not start with "not processed", and flushes the replies.
 func (w *Worker) Run(ctx context.Context) error {
 	// Commands in progress finish even when ctx ends: an append that started is seen through.
 	base := context.WithoutCancel(ctx)
@@ -138,21 +154,52 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
 	}
-	// Unlimited pending: back-pressure comes from the concurrency bound, not from dropped commands.
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
+	// onMsg only decodes and queues (or refuses), so messages never pile up in the subscription; the
+	// bound below is a last resort far above what the queue itself accepts.
+	if err := sub.SetPendingLimits(-1, int(min(4*w.cfg.MaxPendingBytes, 1<<40))); err != nil {
 		return fmt.Errorf("set pending limits: %w", err)
 	}
 	if err := w.deps.Conn.Flush(); err != nil {
+		_ = sub.Unsubscribe()
 		return fmt.Errorf("subscribe to commands: %w", err)
 	}
 	close(w.subscribed)
 	w.deps.Logger.Info("worker taking commands", "subject", w.cfg.Layout.CommandSubjects(), "queue", w.cfg.Layout.WorkerQueue())
 	<-ctx.Done()
-	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		w.deps.Logger.Warn("unsubscribe from commands", "err", err)
-	}
-	w.q.stop()
+	w.drain(base, sub)
 	return nil
+}
+
+// drain is Run's shutdown: see Run.
+func (w *Worker) drain(base context.Context, sub *nats.Subscription) {
+	log := w.deps.Logger
+	ctx, cancel := context.WithTimeout(base, w.cfg.DrainTimeout)
+	defer cancel()
+	log.Info("worker draining", "timeout", w.cfg.DrainTimeout)
+	closed := sub.StatusChanged(nats.SubscriptionClosed)
+	if err := sub.Drain(); err != nil {
+		log.Warn("drain the command subscription", "err", err)
+		_ = sub.Unsubscribe()
+	} else {
+		select {
+		case <-closed:
+		case <-ctx.Done():
+			log.Warn("the command subscription did not drain in time")
+			_ = sub.Unsubscribe()
+		}
+	}
+	var refused int
+	w.q.stop(ctx, func(j job) {
+		refused++
+		j.done(statusReply(status.Convert(errStopping)))
+	})
+	if refused > 0 {
+		log.Warn("drain timed out: commands answered as not processed", "commands", refused)
+	}
+	if err := w.deps.Conn.FlushTimeout(time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		log.Warn("flush replies", "err", err)
+	}
+	log.Info("worker drained")
 }
 
 // onMsg takes a command from NATS; the reply goes back when the sender asked for one.
@@ -174,8 +221,8 @@ func (w *Worker) onMsg(m *nats.Msg) {
 		respond(w.reply(nil, false, err))
 		return
 	}
-	if !w.q.enqueue(job{subject: m.Subject, req: req, done: respond}) {
-		respond(statusReply(status.New(codes.Unavailable, "the worker is stopping; the command was not processed")))
+	if err := w.q.submit(job{subject: m.Subject, req: req, size: int64(len(m.Data)), done: respond}, false); err != nil {
+		respond(statusReply(status.Convert(err)))
 	}
 }
 
@@ -191,8 +238,12 @@ func (w *Worker) Dispatch(ctx context.Context, subject string, req *natspb.Comma
 		return nil, ctx.Err()
 	}
 	ch := make(chan *natspb.CommandReply, 1)
-	if !w.q.enqueueInline(job{subject: subject, req: req, done: func(r *natspb.CommandReply) { ch <- r }}) {
+	err := w.q.submit(job{subject: subject, req: req, size: int64(proto.Size(req)), done: func(r *natspb.CommandReply) { ch <- r }}, true)
+	if errors.Is(err, errStopping) {
 		return nil, ErrStopped
+	}
+	if err != nil {
+		return statusReply(status.Convert(err)), nil
 	}
 	select {
 	case r := <-ch:
@@ -275,7 +326,7 @@ func (w *Worker) execute(base context.Context, subject string, req *natspb.Comma
 	ctx, cancel := context.WithDeadline(base, deadline)
 	defer cancel()
 	if ctx.Err() != nil {
-		return nil, false, status.Error(codes.DeadlineExceeded, "the command's deadline passed before a worker took it; nothing was persisted")
+		return nil, false, w.unchecked(req, codes.DeadlineExceeded, "the command's deadline passed before a worker took it", nil)
 	}
 	creq := command.Request{
 		EntityID:          key.ID,
@@ -286,10 +337,14 @@ func (w *Worker) execute(base context.Context, subject string, req *natspb.Comma
 	head, err := w.load(ctx, key, true)
 	for attempt := 0; ; attempt++ {
 		if err != nil {
-			return nil, false, w.notPersisted(ctx, "load entity", err)
+			code := codes.Unavailable
+			if ctx.Err() != nil {
+				code = codes.DeadlineExceeded
+			}
+			return nil, false, w.unchecked(req, code, "loading the entity failed", err)
 		}
 		if seq, ok := head.Applied(req.GetCommandId()); ok {
-			return w.replay(ctx, key, head, seq)
+			return w.replay(ctx, key, head, req.GetCommandId(), seq)
 		}
 		prior := command.Prior{State: head.State, Meta: head.Meta}
 		if head.Seq == 0 {
@@ -359,11 +414,15 @@ func busyWait(ctx context.Context, attempt int) bool {
 
 // prepare marshals the events and checks they fit in one NATS message each.
 func (w *Worker) prepare(key entity.Key, head eventlog.Head, commandID string, res command.Result) (eventlog.Append, error) {
+	if n := len(res.Events); n > eventlog.MaxBatch {
+		return eventlog.Append{}, status.Errorf(codes.InvalidArgument,
+			"the command produced %d events; at most %d are stored per command (one atomic batch); nothing was persisted", n, eventlog.MaxBatch)
+	}
 	app := eventlog.Append{Key: key, ExpectedSeq: head.Seq, CommandID: commandID, Events: make([][]byte, len(res.Events))}
 	if head.Seq > 0 && head.CommandID != "" {
 		app.Recent = head.Recent.Push(head.CommandID, head.Seq, w.cfg.IdempotencyWindow)
 	}
-	limit := w.deps.Store.MaxPayload() - 1024 // room for headers
+	limit := w.deps.Store.MaxPayload() - int64(eventlog.HeaderBytes(commandID, app.Recent))
 	for i, ev := range res.Events {
 		b, err := proto.Marshal(ev)
 		if err != nil {
@@ -389,13 +448,17 @@ func (w *Worker) load(ctx context.Context, key entity.Key, cached bool) (eventlo
 	return w.deps.Store.Last(ctx, key)
 }
 
-// replay answers a command whose id was already applied with the result it had then.
-func (w *Worker) replay(ctx context.Context, key entity.Key, head eventlog.Head, seq uint64) (*cospb.ProcessCommandResponse, bool, error) {
+// replay answers a command whose id was already applied with the result it had then. When that result
+// cannot be read, the caller hears that the outcome is unknown to this attempt (it was applied, but a
+// retry is needed to learn the result).
+func (w *Worker) replay(ctx context.Context, key entity.Key, head eventlog.Head, commandID string, seq uint64) (*cospb.ProcessCommandResponse, bool, error) {
 	w.replays.Add(1)
 	if seq != head.Seq {
 		h, err := w.deps.Store.At(ctx, key, seq)
 		if err != nil {
-			return nil, false, w.unavailable("read the original result", err)
+			w.deps.Logger.Warn("read the result of an applied command", "entity", key.ID, "command_id", commandID, "sequence", seq, "err", err)
+			return nil, false, status.Errorf(codes.Unknown,
+				"command %s was applied, but its result could not be read from the event store; retry with the same %s to get it", commandID, CommandIDKey)
 		}
 		head = h
 	}
@@ -413,161 +476,36 @@ func (w *Worker) settle(base context.Context, key entity.Key, commandID string, 
 	head, err := w.deps.Store.Last(ctx, key)
 	if err == nil {
 		if seq, ok := head.Applied(commandID); ok {
-			return w.replay(ctx, key, head, seq)
+			return w.replay(ctx, key, head, commandID, seq)
 		}
 	}
 	w.deps.Logger.Warn("append outcome unknown", "entity", key.ID, "command_id", commandID, "err", aerr)
 	return nil, false, status.Errorf(codes.Unknown,
-		"the outcome of command %s is unknown: the event store did not confirm the append in time; retry with the same x-cos-command-id to learn it", commandID)
+		"the outcome of command %s is unknown: the event store did not confirm the append in time; retry with the same %s to learn it", commandID, CommandIDKey)
 }
 
-func (w *Worker) notPersisted(ctx context.Context, what string, err error) error {
-	if ctx.Err() != nil {
-		return status.Errorf(codes.DeadlineExceeded, "the command's deadline passed (%s); nothing was persisted", what)
+// CommandIDKey is the gRPC metadata key of the command id, named in replies that ask for a retry.
+const CommandIDKey = "x-cos-command-id"
+
+// unchecked answers a command that failed before the log was asked whether its id was already applied.
+// This attempt stored nothing; but when the id is the caller's, an earlier attempt with it may have, so
+// only a retry can tell: the outcome is unknown. An id the gateway made up has no earlier attempt.
+func (w *Worker) unchecked(req *natspb.CommandRequest, code codes.Code, what string, err error) error {
+	if err != nil {
+		w.deps.Logger.Warn("command failed before its idempotency check", "step", what, "command_id", req.GetCommandId(), "err", err)
 	}
-	return w.unavailable(what, err)
+	if !req.GetCommandIdGenerated() {
+		return status.Errorf(codes.Unknown,
+			"%s, so whether an earlier attempt of command %s was applied is unknown; this attempt stored nothing: retry with the same %s",
+			what, req.GetCommandId(), CommandIDKey)
+	}
+	if code == codes.Unavailable {
+		return status.Errorf(code, "%s: the event store is unavailable; nothing was persisted", what)
+	}
+	return status.Errorf(code, "%s; nothing was persisted", what)
 }
 
 func (w *Worker) unavailable(what string, err error) error {
 	w.deps.Logger.Error("command failed", "step", what, "err", err)
 	return status.Errorf(codes.Unavailable, "%s failed: the event store is unavailable; nothing was persisted", what)
-}
-
-// job is one command to run, from NATS or from Dispatch.
-type job struct {
-	subject string
-	req     *natspb.CommandRequest
-	done    func(*natspb.CommandReply)
-}
-
-// serializer runs the jobs of one entity (one command subject) one at a time, in arrival order, and
-// different entities in parallel up to a bound. Ordering within an entity keeps a worker from racing
-// itself on the expected-sequence check. Entity runs go to a pool of long-lived goroutines: a fresh
-// goroutine per command would grow its stack through the gRPC and NATS calls every time.
-type serializer struct {
-	run     func(job)
-	max     int
-	work    chan job // first job of an entity run, handed to an idle pool goroutine
-	wg      sync.WaitGroup
-	closing sync.RWMutex // held for reading by enqueue, for writing by stop
-	closed  bool
-	mu      sync.Mutex
-	busy    map[string][]job // entity subject → jobs queued behind the running one
-	spawned int              // pool goroutines
-	inline  int              // runs on callers' goroutines in progress
-}
-
-func newSerializer(max int) *serializer {
-	return &serializer{max: max, work: make(chan job), busy: make(map[string][]job)}
-}
-
-// start sets what runs a job; enqueue may be called from then on.
-func (s *serializer) start(run func(job)) { s.run = run }
-
-// enqueue queues a job; it blocks while max entities are in progress, and reports false once stopped.
-func (s *serializer) enqueue(j job) bool { return s.submit(j, false) }
-
-// enqueueInline is enqueue, except that a job whose entity is idle runs on the calling goroutine
-// (while fewer than max such runs are in progress) before it returns. Jobs queued behind an inline
-// run go to the pool when it ends, so the caller only waits for its own job.
-func (s *serializer) enqueueInline(j job) bool { return s.submit(j, true) }
-
-func (s *serializer) submit(j job, inline bool) bool {
-	s.closing.RLock()
-	defer s.closing.RUnlock()
-	if s.closed || s.run == nil {
-		return false
-	}
-	s.mu.Lock()
-	if q, ok := s.busy[j.subject]; ok {
-		s.busy[j.subject] = append(q, j)
-		s.mu.Unlock()
-		return true
-	}
-	s.busy[j.subject] = nil
-	if inline && s.inline < s.max {
-		s.inline++
-		s.mu.Unlock()
-		s.run(j)
-		s.mu.Lock()
-		s.inline--
-		if next, more := s.next(j.subject); more {
-			s.handOff(next) // unlocks
-		} else {
-			s.mu.Unlock()
-		}
-		return true
-	}
-	s.handOff(j)
-	return true
-}
-
-// handOff gives the first job of an entity run to the pool: an idle goroutine, a new one while
-// fewer than max exist, or else the next one to become idle. s.mu is held on entry and released.
-func (s *serializer) handOff(j job) {
-	grow := false
-	select {
-	case s.work <- j: // an idle pool goroutine takes it
-		s.mu.Unlock()
-		return
-	default:
-		if grow = s.spawned < s.max; grow {
-			s.spawned++
-		}
-	}
-	s.mu.Unlock()
-	if grow {
-		s.wg.Add(1)
-		go s.worker(j)
-		return
-	}
-	s.work <- j // all busy: wait for one
-}
-
-// next pops the job queued behind the one that just ran for subject, or forgets the subject when
-// none is (s.mu held).
-func (s *serializer) next(subject string) (job, bool) {
-	q := s.busy[subject]
-	if len(q) == 0 {
-		delete(s.busy, subject)
-		return job{}, false
-	}
-	j := q[0]
-	s.busy[subject] = q[1:]
-	return j, true
-}
-
-// worker runs entity runs until the serializer is stopped.
-func (s *serializer) worker(j job) {
-	defer s.wg.Done()
-	for {
-		s.drain(j)
-		var ok bool
-		if j, ok = <-s.work; !ok {
-			return
-		}
-	}
-}
-
-// drain runs j and then every job queued behind it for the same entity.
-func (s *serializer) drain(j job) {
-	for {
-		s.run(j)
-		s.mu.Lock()
-		next, more := s.next(j.subject)
-		s.mu.Unlock()
-		if !more {
-			return
-		}
-		j = next
-	}
-}
-
-// stop refuses new jobs, lets queued and running ones finish, and ends the pool.
-func (s *serializer) stop() {
-	s.closing.Lock()
-	s.closed = true
-	close(s.work)
-	s.closing.Unlock()
-	s.wg.Wait()
 }

@@ -2,7 +2,9 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"io"
 	"log/slog"
 	"strconv"
@@ -34,6 +36,21 @@ type lostAck struct {
 	stored      bool // whether the append reaches the log before the "timeout"
 	passthrough bool // behave like the real log
 	conflict    bool // answer every append with a conflict instead
+	readsFail   bool // every read of the log fails
+}
+
+func (l *lostAck) Last(ctx context.Context, k entity.Key) (eventlog.Head, error) {
+	if l.readsFail {
+		return eventlog.Head{}, errors.New("read refused by the test")
+	}
+	return l.Log.Last(ctx, k)
+}
+
+func (l *lostAck) At(ctx context.Context, k entity.Key, seq uint64) (eventlog.Head, error) {
+	if l.readsFail {
+		return eventlog.Head{}, errors.New("read refused by the test")
+	}
+	return l.Log.At(ctx, k, seq)
 }
 
 func (l *lostAck) Append(ctx context.Context, a eventlog.Append) (uint64, error) {
@@ -97,8 +114,13 @@ func newRig(t *testing.T) *rig {
 
 func (r *rig) execute(t *testing.T, id, cmd, commandID string) (*cospb.ProcessCommandResponse, error) {
 	t.Helper()
-	key, _ := entity.NewKey(id, 9)
-	data, _ := proto.Marshal(&natspb.CommandRequest{EntityId: id, Command: costest.Cmd(cmd), CommandId: commandID})
+	return r.executeReq(t, &natspb.CommandRequest{EntityId: id, Command: costest.Cmd(cmd), CommandId: commandID})
+}
+
+func (r *rig) executeReq(t *testing.T, req *natspb.CommandRequest) (*cospb.ProcessCommandResponse, error) {
+	t.Helper()
+	key, _ := entity.NewKey(req.GetEntityId(), 9)
+	data, _ := proto.Marshal(req)
 	reply := r.w.Execute(context.Background(), layout.Default().CommandSubject(key), data)
 	if b := reply.GetStatus(); b != nil {
 		var st spb.Status
@@ -209,5 +231,82 @@ func TestStaleCacheIsCorrected(t *testing.T) {
 	}
 	if st := w.Stats(); st.Conflicts != 1 || st.Appends != 1 || st.Reads != 1 {
 		t.Fatalf("stats %+v: the stale read should cost exactly one conflict and one read of the log", st)
+	}
+}
+
+// A command id that was already applied but whose result cannot be read is not "nothing persisted":
+// the caller hears UNKNOWN and retries.
+func TestReplayThatCannotReadTheResultIsUnknown(t *testing.T) {
+	r := newRig(t)
+	r.store.passthrough = true
+	if _, err := r.execute(t, "rp", "add:1", "first"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.execute(t, "rp", "add:1", "second"); err != nil {
+		t.Fatal(err)
+	}
+	// "first" is remembered in the recent commands of the head; its own event must be read.
+	r.store.readsFail = false
+	w, err := worker.New(r.cfg, worker.Deps{Conn: r.nc, Store: atFails{r.store}, Cache: noCache{}, Handler: r.handlerClient, Logger: costest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.w = w
+	_, err = r.execute(t, "rp", "add:1", "first")
+	if status.Code(err) != codes.Unknown || !strings.Contains(err.Error(), "was applied") {
+		t.Fatalf("got %v, want UNKNOWN saying the command was applied", err)
+	}
+	if rev := r.revision(t, "rp"); rev != 2 {
+		t.Fatalf("revision %d", rev)
+	}
+}
+
+// atFails reads heads but not older events.
+type atFails struct{ *lostAck }
+
+func (atFails) At(context.Context, entity.Key, uint64) (eventlog.Head, error) {
+	return eventlog.Head{}, errors.New("read refused by the test")
+}
+
+type noCache struct{}
+
+func (noCache) Get(context.Context, entity.Key) (eventlog.Head, bool) { return eventlog.Head{}, false }
+func (noCache) Put(entity.Key, eventlog.Head, uint32)                  {}
+func (noCache) Forget(entity.Key)                                      {}
+
+// When the log cannot be read before the idempotency check, the answer depends on whose the command id
+// is: the caller's (maybe a retry of a command an earlier attempt stored) gets UNKNOWN; an id the
+// gateway made up has no earlier attempt, so "nothing was persisted" is true.
+func TestFailureBeforeTheIdempotencyCheck(t *testing.T) {
+	r := newRig(t)
+	w, err := worker.New(r.cfg, worker.Deps{Conn: r.nc, Store: r.store, Cache: noCache{}, Handler: r.handlerClient, Logger: costest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.w = w
+	r.store.readsFail = true
+	_, err = r.executeReq(t, &natspb.CommandRequest{EntityId: "pc", Command: costest.Cmd("add:1"), CommandId: "mine"})
+	if status.Code(err) != codes.Unknown || !strings.Contains(err.Error(), "retry with the same x-cos-command-id") {
+		t.Fatalf("caller's id: %v, want UNKNOWN", err)
+	}
+	_, err = r.executeReq(t, &natspb.CommandRequest{EntityId: "pc", Command: costest.Cmd("add:1"), CommandId: "gen", CommandIdGenerated: true})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "nothing was persisted") {
+		t.Fatalf("generated id: %v, want UNAVAILABLE nothing persisted", err)
+	}
+	if n := len(r.handler.Commands()); n != 0 {
+		t.Fatalf("the handler ran %d times", n)
+	}
+}
+
+// More events than one atomic batch holds are refused before anything is sent.
+func TestTooManyEventsAreInvalid(t *testing.T) {
+	r := newRig(t)
+	r.store.passthrough = true
+	_, err := r.execute(t, "many", fmt.Sprint("multi:", eventlog.MaxBatch+1), "m")
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "nothing was persisted") {
+		t.Fatalf("got %v, want INVALID_ARGUMENT", err)
+	}
+	if rev := r.revision(t, "many"); rev != 0 {
+		t.Fatalf("revision %d", rev)
 	}
 }

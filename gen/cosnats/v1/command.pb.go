@@ -39,8 +39,12 @@ type CommandRequest struct {
 	CommandId string `protobuf:"bytes,5,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	// Absolute deadline (Unix nanoseconds) after which the worker must not start an append. 0 = worker default.
 	DeadlineUnixNano int64 `protobuf:"varint,6,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// True when the gateway made command_id up because the caller sent none: no earlier attempt with this
+	// id can exist, so a failure before the idempotency check is known to have stored nothing. When false
+	// (the caller's id, possibly a retry) such a failure leaves the outcome of an earlier attempt unknown.
+	CommandIdGenerated bool `protobuf:"varint,7,opt,name=command_id_generated,json=commandIdGenerated,proto3" json:"command_id_generated,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *CommandRequest) Reset() {
@@ -113,6 +117,13 @@ func (x *CommandRequest) GetDeadlineUnixNano() int64 {
 		return x.DeadlineUnixNano
 	}
 	return 0
+}
+
+func (x *CommandRequest) GetCommandIdGenerated() bool {
+	if x != nil {
+		return x.CommandIdGenerated
+	}
+	return false
 }
 
 // CommandReply is the worker's answer to a CommandRequest.
@@ -285,7 +296,7 @@ var File_cosnats_v1_command_proto protoreflect.FileDescriptor
 const file_cosnats_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"\x18cosnats/v1/command.proto\x12\n" +
-	"cosnats.v1\x1a\x1echief_of_state/v1/common.proto\x1a#chief_of_state/v1/persistence.proto\x1a\x1fchief_of_state/v1/service.proto\x1a\x19google/protobuf/any.proto\"\xbc\x02\n" +
+	"cosnats.v1\x1a\x1echief_of_state/v1/common.proto\x1a#chief_of_state/v1/persistence.proto\x1a\x1fchief_of_state/v1/service.proto\x1a\x19google/protobuf/any.proto\"\xee\x02\n" +
 	"\x0eCommandRequest\x12\x1b\n" +
 	"\tentity_id\x18\x01 \x01(\tR\bentityId\x12.\n" +
 	"\acommand\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\acommand\x12H\n" +
@@ -293,7 +304,8 @@ const file_cosnats_v1_command_proto_rawDesc = "" +
 	"\x11persisted_headers\x18\x04 \x03(\v2\x19.chief_of_state.v1.HeaderR\x10persistedHeaders\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x05 \x01(\tR\tcommandId\x12,\n" +
-	"\x12deadline_unix_nano\x18\x06 \x01(\x03R\x10deadlineUnixNano\"\x98\x01\n" +
+	"\x12deadline_unix_nano\x18\x06 \x01(\x03R\x10deadlineUnixNano\x120\n" +
+	"\x14command_id_generated\x18\a \x01(\bR\x12commandIdGenerated\"\x98\x01\n" +
 	"\fCommandReply\x12G\n" +
 	"\bresponse\x18\x01 \x01(\v2).chief_of_state.v1.ProcessCommandResponseH\x00R\bresponse\x12\x18\n" +
 	"\x06status\x18\x02 \x01(\fH\x00R\x06status\x12\x1a\n" +
