@@ -73,6 +73,7 @@ func Config(t testing.TB, natsURL string, handlerPort int) config.Config {
 		"COS_WRITE_SIDE_HOST=127.0.0.1",
 		"COS_WRITE_SIDE_PORT=" + strconv.Itoa(handlerPort),
 		"COS_DATA_DIR=" + t.TempDir(),
+		"COS_METRICS_ADDRESS=127.0.0.1:0",
 	}
 	if natsURL != "" {
 		env = append(env, "COS_NATS_URL="+natsURL)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,7 +31,7 @@ import (
 
 // CommandIDKey is the gRPC metadata key of the idempotency key. The gateway echoes the id it used in
 // the response header of the same name (generating one when the caller sent none).
-const CommandIDKey = "x-cos-command-id"
+const CommandIDKey = worker.CommandIDKey
 
 // Config are the gateway's settings.
 type Config struct {
@@ -77,22 +78,39 @@ type Reader interface {
 	Last(ctx context.Context, k entity.Key) (eventlog.Head, error)
 }
 
-// Service implements cospb.ChiefOfStateServiceServer.
+// Service implements cospb.ChiefOfStateServiceServer. It answers UNAVAILABLE until Bind gives it the
+// workers and the event log: the gateway serves (and its health says NOT_SERVING) while it waits for
+// NATS.
 type Service struct {
 	cospb.UnimplementedChiefOfStateServiceServer
-	cfg      Config
-	dispatch Dispatcher
-	reader   Reader
-	log      *slog.Logger
+	cfg     Config
+	log     *slog.Logger
+	backend atomic.Pointer[backend]
 }
 
-// New builds the service.
-func New(cfg Config, dispatch Dispatcher, reader Reader, log *slog.Logger) *Service {
-	return &Service{cfg: cfg, dispatch: dispatch, reader: reader, log: log}
+type backend struct {
+	dispatch Dispatcher
+	reader   Reader
 }
+
+// New builds the service; it answers once bound.
+func New(cfg Config, log *slog.Logger) *Service {
+	return &Service{cfg: cfg, log: log}
+}
+
+// Bind gives the service what it serves with.
+func (s *Service) Bind(dispatch Dispatcher, reader Reader) {
+	s.backend.Store(&backend{dispatch: dispatch, reader: reader})
+}
+
+var errNotReady = status.Error(codes.Unavailable, "chief-of-state is starting: not connected to NATS JetStream yet; the command was not processed")
 
 // ProcessCommand implements the COS RPC.
 func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandRequest) (*cospb.ProcessCommandResponse, error) {
+	b := s.backend.Load()
+	if b == nil {
+		return nil, errNotReady
+	}
 	key, err := entity.NewKey(req.GetEntityId(), s.cfg.NumShards)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -104,12 +122,14 @@ func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandR
 		return nil, status.Errorf(codes.InvalidArgument, "command is %d bytes, the limit is %d", n, s.cfg.MaxCommandBytes)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	commandID := nuid.Next()
+	commandID, generated := "", false
 	if ids := md.Get(CommandIDKey); len(ids) > 0 {
 		if err := command.ValidateCommandID(ids[0]); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "%s: %v", CommandIDKey, err)
 		}
 		commandID = ids[0]
+	} else {
+		commandID, generated = nuid.Next(), true
 	}
 	// Tell the caller which id to retry with, before anything can fail.
 	_ = grpc.SetHeader(ctx, metadata.Pairs(CommandIDKey, commandID))
@@ -127,12 +147,13 @@ func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandR
 		Command:           req.GetCommand(),
 		PropagatedHeaders: command.PickHeaders(md, s.cfg.PropagatedHeaders),
 		PersistedHeaders:  command.PickHeaders(md, s.cfg.PersistedHeaders),
-		CommandId:         commandID,
-		DeadlineUnixNano:  deadline.UnixNano(),
+		CommandId:          commandID,
+		DeadlineUnixNano:   deadline.UnixNano(),
+		CommandIdGenerated: generated,
 	}
 	wctx, cancel := context.WithDeadline(ctx, deadline.Add(worker.ReplyGrace))
 	defer cancel()
-	reply, err := s.dispatch.Dispatch(wctx, s.cfg.Layout.CommandSubject(key), creq)
+	reply, err := b.dispatch.Dispatch(wctx, s.cfg.Layout.CommandSubject(key), creq)
 	if err != nil {
 		return nil, s.requestError(ctx, commandID, err)
 	}
@@ -149,7 +170,8 @@ func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandR
 	return nil, status.Errorf(codes.Unknown, "empty reply from a worker: the outcome of command %s is unknown", commandID)
 }
 
-// requestError maps a failed NATS request. Only "no responders" is certain to have done nothing.
+// requestError maps a failed NATS request. Only a request that never reached a worker ("no
+// responders", or refused by the connection before it was sent) is certain to have done nothing.
 func (s *Service) requestError(ctx context.Context, commandID string, err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err // the dispatcher's own answer (a request it could not encode)
@@ -157,6 +179,8 @@ func (s *Service) requestError(ctx context.Context, commandID string, err error)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders), errors.Is(err, worker.ErrStopped):
 		return status.Error(codes.Unavailable, "no worker is available; the command was not processed")
+	case errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrConnectionDraining):
+		return status.Error(codes.Unavailable, "the gateway is not connected to NATS; the command was not processed")
 	case ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
 		return status.Errorf(codes.Canceled, "call cancelled: the outcome of command %s is unknown; retry with the same %s", commandID, CommandIDKey)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
@@ -169,11 +193,15 @@ func (s *Service) requestError(ctx context.Context, commandID string, err error)
 // GetState implements the COS RPC. It reads the entity's last event from the stream leader, so it
 // sees every command that was acknowledged before it was called.
 func (s *Service) GetState(ctx context.Context, req *cospb.GetStateRequest) (*cospb.GetStateResponse, error) {
+	b := s.backend.Load()
+	if b == nil {
+		return nil, status.Error(codes.Unavailable, "chief-of-state is starting: not connected to NATS JetStream yet")
+	}
 	key, err := entity.NewKey(req.GetEntityId(), s.cfg.NumShards)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	head, err := s.reader.Last(ctx, key)
+	head, err := b.reader.Last(ctx, key)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, status.FromContextError(ctx.Err()).Err()

@@ -68,9 +68,9 @@ func Start(cfg Config) (*Server, error) {
 	return &Server{srv: srv}, nil
 }
 
-// Connect opens an in-process client connection.
-func (s *Server) Connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(s.srv), nats.Name(name), nats.MaxReconnects(-1))
+// Connect opens an in-process client connection; opts add to the defaults.
+func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(s.srv), nats.Name(name), nats.MaxReconnects(-1)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to embedded NATS: %w", err)
 	}

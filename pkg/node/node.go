@@ -1,5 +1,8 @@
-// Package node assembles the roles of one process — gateway, worker, projector — from a config: it connects to NATS
-// (or embeds a server), prepares streams and buckets, and runs the roles until the context ends.
+// Package node assembles the roles of one process — gateway, worker, projector — from a config: it
+// connects to NATS (or embeds a server), waits until the streams and buckets are bound, runs the roles,
+// and drains them on shutdown. A process waits out every transient fault (NATS unreachable, a node of
+// the cluster down, a leader election) and reports itself not ready meanwhile; only a configuration
+// error ends it.
 package node
 
 import (
@@ -7,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
+	"os"
 	"runtime"
 	"strconv"
 	"time"
@@ -18,7 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
+	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
@@ -28,6 +33,7 @@ import (
 	"github.com/cosnats/cosnats/pkg/config"
 	"github.com/cosnats/cosnats/pkg/eventlog"
 	"github.com/cosnats/cosnats/pkg/gateway"
+	"github.com/cosnats/cosnats/pkg/health"
 	"github.com/cosnats/cosnats/pkg/layout"
 	"github.com/cosnats/cosnats/pkg/natsembed"
 	"github.com/cosnats/cosnats/pkg/readside"
@@ -52,11 +58,14 @@ type Options struct {
 	Ready func(Info)
 	// ReadSideTiming overrides readside.DefaultTiming (tests use short delays).
 	ReadSideTiming *readside.Policy
+	// Health, when set, receives the process's readiness conditions (tests read it).
+	Health *health.State
 }
 
 // Info describes a running node.
 type Info struct {
 	GRPCAddr  string // gateway address, "" without the gateway role
+	ProbeAddr string // address of /healthz and /readyz, "" when COS_METRICS_ADDRESS is empty
 	NATSURL   string // embedded server's TCP URL when it listens
 	Worker    *worker.Worker
 	Projector *readside.Projector // nil unless the projector runs here
@@ -65,10 +74,11 @@ type Info struct {
 	Connect func(name string) (*nats.Conn, error)
 }
 
-// Run runs the configured roles until ctx ends. With no NATS URL it embeds a server and runs every role
-// (the projector only when read sides are enabled).
+// Run runs the configured roles until ctx ends, then drains them (within COS_SHUTDOWN_TIMEOUT) and
+// returns nil. It returns an error only for a configuration that cannot work: invalid settings, or a
+// stream or bucket that exists with settings this process disagrees with. With no NATS URL it embeds a
+// server and runs every role (the projector only when read sides are enabled).
 func Run(ctx context.Context, cfg config.Config, opts Options) error {
-	log := opts.Logger
 	if cfg.NATS.Embedded() {
 		opts.Roles = Roles{Gateway: true, Worker: true, Projector: len(cfg.EnabledReadSides()) > 0}
 	}
@@ -80,131 +90,229 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 			return err
 		}
 	}
+	if f := cfg.NATS.CredsFile; f != "" {
+		if _, err := os.ReadFile(f); err != nil {
+			return fmt.Errorf("COS_NATS_CREDS: %w", err)
+		}
+	}
 	lay, err := layout.New(cfg.NATS.StreamPrefix)
 	if err != nil {
 		return fmt.Errorf("COS_NATS_PREFIX: %w", err)
 	}
-	var info Info
-	nc, stop, err := connect(cfg, log, &info)
+	st := opts.Health
+	if st == nil {
+		st = health.New()
+	}
+	n := &node{cfg: cfg, opts: opts, log: opts.Logger, lay: lay, health: st}
+	return n.run(ctx)
+}
+
+type node struct {
+	cfg    config.Config
+	opts   Options
+	log    *slog.Logger
+	lay    layout.Layout
+	health *health.State
+	info   Info
+}
+
+// resources are what set-up binds.
+type resources struct {
+	evlog  *eventlog.Log
+	status *readside.StatusStore
+	cache  *statecache.Cache
+}
+
+func (n *node) run(ctx context.Context) error {
+	cfg, log := n.cfg, n.log
+	// Listeners first: probes and the gateway's health answer (not ready) while NATS is awaited.
+	if cfg.MetricsAddress != "" {
+		probes, err := health.Listen(cfg.MetricsAddress, health.Handler(n.health), log)
+		if err != nil {
+			return err
+		}
+		n.info.ProbeAddr = probes.Addr()
+		probeCtx, stopProbes := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- probes.Serve(probeCtx) }()
+		defer func() { stopProbes(); <-done }()
+	}
+
+	var gw *gatewayServer
+	if n.opts.Roles.Gateway {
+		var err error
+		if gw, err = n.startGateway(); err != nil {
+			return err
+		}
+		defer gw.stop(0)
+	}
+
+	nc, closeNATS, err := n.connect()
 	if err != nil {
 		return err
 	}
-	defer stop()
-
+	defer closeNATS()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	evlog, err := eventlog.Open(setupCtx, js, eventlog.Config{Layout: lay, Replicas: cfg.NATS.Replicas, NumShards: cfg.NumShards})
+	res, err := n.setUp(ctx, js)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting: nothing to drain
+		}
 		return err
 	}
-	var status *readside.StatusStore
-	if opts.Roles.Gateway || opts.Roles.Projector {
-		if status, err = readside.OpenStatus(setupCtx, js, lay, cfg.NATS.Replicas); err != nil {
-			return err
-		}
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	if opts.Roles.Projector {
-		// Its own connection: deliveries and acks must not queue behind the command traffic.
-		pnc, err := info.Connect(cfg.ServiceName + "-projector")
-		if err != nil {
-			return fmt.Errorf("projector connection: %w", err)
-		}
-		defer pnc.Close()
-		pjs, err := jetstream.New(pnc)
-		if err != nil {
-			return fmt.Errorf("jetstream: %w", err)
-		}
-		p, err := readside.New(readside.Config{
-			Layout:    lay,
-			NumShards: cfg.NumShards,
-			ReadSides: cfg.EnabledReadSides(),
-			Timing:    timing(opts.ReadSideTiming),
-		}, readside.Deps{JS: pjs, Status: status, Logger: log.With("role", "projector")})
+
+	// The roles. Shutdown order: the gateway stops taking calls and finishes those in flight (which
+	// may wait on this process's worker), then the worker and the projector drain.
+	backendCtx, stopBackend := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackend()
+	g, gctx := errgroup.WithContext(backendCtx)
+	if n.opts.Roles.Projector {
+		p, err := n.startProjector(gctx, g, js, res.status)
 		if err != nil {
 			return err
 		}
-		info.Projector = p
-		g.Go(func() error { return p.Run(gctx) })
+		n.info.Projector = p
 	}
-	if opts.Roles.Worker {
-		w, closeHandler, err := newWorker(setupCtx, cfg, lay, js, nc, evlog, log)
+	if n.opts.Roles.Worker {
+		w, closeHandler, err := n.newWorker(nc, res)
 		if err != nil {
 			return err
 		}
 		defer closeHandler()
-		info.Worker = w
+		n.info.Worker = w
+		cond := n.health.Add("worker", "subscribing to commands")
 		g.Go(func() error { return w.Run(gctx) })
-	}
-	if opts.Roles.Gateway {
-		lis := opts.Listener
-		if lis == nil {
-			addr := net.JoinHostPort(cfg.Address, strconv.Itoa(cfg.Port))
-			if lis, err = net.Listen("tcp", addr); err != nil {
-				return fmt.Errorf("listen on %s (COS_ADDRESS/COS_PORT): %w", addr, err)
-			}
+		select {
+		case <-w.Subscribed():
+			cond.OK()
+		case <-gctx.Done():
 		}
-		info.GRPCAddr = lis.Addr().String()
+	}
+	if gw != nil {
 		var dispatch gateway.Dispatcher = gateway.NATSDispatcher{Conn: nc}
-		if info.Worker != nil {
-			dispatch = info.Worker // same process: skip the NATS round trip
+		if n.info.Worker != nil {
+			dispatch = n.info.Worker // same process: skip the NATS round trip
 		}
-		srv := newGRPCServer(cfg, lay, dispatch, evlog, log)
-		mgr := readside.NewManager(js, status, lay, cfg.NumShards, cfg.EnabledReadSides(), log.With("role", "manager"))
-		cospb.RegisterReadSideManagerServiceServer(srv, mgr)
-		natspb.RegisterReadSideStatusServiceServer(srv, mgr)
-		g.Go(func() error {
-			log.Info("gateway serving", "addr", info.GRPCAddr)
-			return srv.Serve(lis)
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			stopped := make(chan struct{})
-			go func() { srv.GracefulStop(); close(stopped) }()
-			select {
-			case <-stopped:
-			case <-time.After(10 * time.Second): // e.g. an open health Watch stream
-				srv.Stop()
-			}
-			return nil
-		})
+		gw.bind(dispatch, res, js)
 	}
-	if opts.Ready != nil {
-		if info.Worker != nil {
-			select {
-			case <-info.Worker.Subscribed():
-			case <-gctx.Done():
-			}
-		}
-		opts.Ready(info)
+	if n.opts.Ready != nil && gctx.Err() == nil {
+		n.opts.Ready(n.info)
 	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	case <-gctx.Done():
+	}
+	n.health.Add("shutdown", "shutting down")
+	if gw != nil {
+		gw.stop(cfg.ShutdownTimeout)
+	}
+	stopBackend()
 	err = g.Wait()
-	if errors.Is(err, grpc.ErrServerStopped) {
-		err = nil
+	if err == nil {
+		log.Info("stopped")
 	}
 	return err
 }
 
-// connect dials NATS, or starts the embedded server and connects in-process.
-func connect(cfg config.Config, log *slog.Logger, info *Info) (*nats.Conn, func(), error) {
-	if !cfg.NATS.Embedded() {
-		opts := []nats.Option{nats.Name(cfg.ServiceName), nats.MaxReconnects(-1)}
-		if cfg.NATS.CredsFile != "" {
-			opts = append(opts, nats.UserCredentials(cfg.NATS.CredsFile))
+// setUp binds (or creates) the streams and buckets this process's roles use, retrying with capped,
+// jittered backoff while NATS is unreachable or JetStream cannot answer; only a configuration error
+// (a mismatch with what exists) ends it.
+func (n *node) setUp(ctx context.Context, js jetstream.JetStream) (resources, error) {
+	cond := n.health.Add("setup", "binding streams and buckets")
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		res, err := n.trySetUp(actx, js)
+		cancel()
+		if err == nil {
+			cond.OK()
+			if attempt > 1 {
+				n.log.Info("NATS JetStream ready", "attempts", attempt)
+			}
+			return res, nil
 		}
-		nc, err := nats.Connect(cfg.NATS.URL, opts...)
+		if errors.Is(err, layout.ErrMismatch) {
+			return resources{}, err
+		}
+		if ctx.Err() != nil {
+			return resources{}, ctx.Err()
+		}
+		d := Backoff(attempt)
+		cond.Fail("waiting for NATS JetStream: " + err.Error())
+		n.log.Warn("waiting for NATS JetStream; retrying", "attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return resources{}, ctx.Err()
+		}
+	}
+}
+
+func (n *node) trySetUp(ctx context.Context, js jetstream.JetStream) (resources, error) {
+	var res resources
+	var err error
+	cfg := n.cfg
+	if res.evlog, err = eventlog.Open(ctx, js, eventlog.Config{Layout: n.lay, Replicas: cfg.NATS.Replicas, NumShards: cfg.NumShards}); err != nil {
+		return res, err
+	}
+	if n.opts.Roles.Gateway || n.opts.Roles.Projector {
+		if res.status, err = readside.OpenStatus(ctx, js, n.lay, cfg.NATS.Replicas); err != nil {
+			return res, err
+		}
+	}
+	if n.opts.Roles.Worker {
+		res.cache, err = statecache.Open(ctx, js, statecache.Config{
+			Layout:        n.lay,
+			Entries:       cfg.StateCacheEntries,
+			Bytes:         cfg.StateCacheBytes,
+			UseKV:         !cfg.DisableSnapshot,
+			SnapshotEvery: cfg.SnapshotFrequency,
+			Replicas:      cfg.NATS.Replicas,
+			TTL:           24 * time.Hour,
+		}, n.log)
 		if err != nil {
-			return nil, nil, fmt.Errorf("connect to NATS at COS_NATS_URL: %w", err)
+			return res, err
 		}
-		log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
-		info.Connect = func(name string) (*nats.Conn, error) {
-			return nats.Connect(cfg.NATS.URL, append(opts, nats.Name(name))...)
+	}
+	return res, nil
+}
+
+// Backoff is the delay before the attempt-th retry of something that waits for NATS: 100 ms doubling
+// to 5 s, each drawn in [d/2, d) so processes that start together do not retry in step.
+func Backoff(attempt int) time.Duration {
+	d := 100 * time.Millisecond
+	for i := 1; i < attempt && d < 5*time.Second; i++ {
+		d *= 2
+	}
+	d = min(d, 5*time.Second)
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)))
+}
+
+// connect dials NATS, or starts the embedded server and connects in-process. An unreachable server is
+// not an error: the connection keeps trying in the background and readiness says so.
+func (n *node) connect() (*nats.Conn, func(), error) {
+	cfg := n.cfg
+	if !cfg.NATS.Embedded() {
+		dial := func(name, what string) (*nats.Conn, error) {
+			cond := n.health.Add(what, "connecting to NATS")
+			nc, err := nats.Connect(cfg.NATS.URL, n.natsOptions(name, cond)...)
+			if err != nil {
+				return nil, fmt.Errorf("COS_NATS_URL: %w", err)
+			}
+			return nc, nil
 		}
-		return nc, func() { _ = nc.Drain() }, nil
+		nc, err := dial(cfg.ServiceName, "nats")
+		if err != nil {
+			return nil, nil, err
+		}
+		n.info.Connect = func(name string) (*nats.Conn, error) { return dial(name, "nats "+name) }
+		return nc, func() { n.close(nc) }, nil
 	}
 	srv, err := natsembed.Start(natsembed.Config{
 		StoreDir:   cfg.NATS.DataDir,
@@ -214,34 +322,115 @@ func connect(cfg config.Config, log *slog.Logger, info *Info) (*nats.Conn, func(
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := srv.Connect(cfg.ServiceName)
+	nc, err := srv.Connect(cfg.ServiceName, nats.ReconnectBufSize(-1))
 	if err != nil {
 		srv.Shutdown()
 		return nil, nil, err
 	}
-	info.NATSURL = srv.ClientURL()
-	info.Connect = srv.Connect
-	log.Info("embedded NATS started", "store_dir", cfg.NATS.DataDir, "client_url", info.NATSURL, "durability", cfg.NATS.Durability)
+	n.info.NATSURL = srv.ClientURL()
+	n.info.Connect = func(name string) (*nats.Conn, error) { return srv.Connect(name, nats.ReconnectBufSize(-1)) }
+	n.log.Info("embedded NATS started", "store_dir", cfg.NATS.DataDir, "client_url", n.info.NATSURL, "durability", cfg.NATS.Durability)
 	return nc, func() {
-		_ = nc.Drain()
+		n.close(nc)
 		srv.Shutdown()
 	}, nil
 }
 
-func newWorker(ctx context.Context, cfg config.Config, lay layout.Layout, js jetstream.JetStream, nc *nats.Conn,
-	evlog *eventlog.Log, log *slog.Logger) (*worker.Worker, func(), error) {
-	cache, err := statecache.Open(ctx, js, statecache.Config{
-		Layout:        lay,
-		Entries:       cfg.StateCacheEntries,
-		Bytes:         cfg.StateCacheBytes,
-		UseKV:         !cfg.DisableSnapshot,
-		SnapshotEvery: cfg.SnapshotFrequency,
-		Replicas:      cfg.NATS.Replicas,
-		TTL:           24 * time.Hour,
-	}, log)
-	if err != nil {
-		return nil, nil, err
+// close drains a connection (what was published is flushed) and waits for it to close.
+func (n *node) close(nc *nats.Conn) {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
 	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		nc.Close()
+	}
+}
+
+// natsOptions are the connection settings of every process: reconnect forever, never buffer what is
+// published while disconnected (an append or reply sent after reconnecting could land long after its
+// caller was answered), notice a dead connection within seconds, and report the state in cond.
+func (n *node) natsOptions(name string, cond *health.Condition) []nats.Option {
+	log := n.log.With("connection", name)
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.ReconnectBufSize(-1),
+		nats.PingInterval(5 * time.Second),
+		nats.MaxPingsOutstanding(3),
+		nats.Timeout(5 * time.Second),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
+			cond.OK()
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+			cond.OK()
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() || nc.IsDraining() {
+				return // our own shutdown
+			}
+			log.Warn("disconnected from NATS; reconnecting", "err", err)
+			cond.Fail("disconnected from NATS; reconnecting")
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Debug("reconnect attempt failed", "err", err)
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { cond.Fail("NATS connection closed") }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn("NATS error", "subject", subject, "err", err)
+		}),
+	}
+	if n.cfg.NATS.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(n.cfg.NATS.CredsFile))
+	}
+	return opts
+}
+
+func (n *node) startProjector(ctx context.Context, g *errgroup.Group, js jetstream.JetStream, status *readside.StatusStore) (*readside.Projector, error) {
+	// Its own connection: deliveries and acks must not queue behind the command traffic.
+	pnc, err := n.info.Connect(n.cfg.ServiceName + "-projector")
+	if err != nil {
+		return nil, fmt.Errorf("projector connection: %w", err)
+	}
+	pjs, err := jetstream.New(pnc)
+	if err != nil {
+		pnc.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	p, err := readside.New(readside.Config{
+		Layout:       n.lay,
+		NumShards:    n.cfg.NumShards,
+		ReadSides:    n.cfg.EnabledReadSides(),
+		Timing:       timing(n.opts.ReadSideTiming),
+		DrainTimeout: n.cfg.ShutdownTimeout,
+	}, readside.Deps{Conn: pnc, JS: pjs, Status: status, Logger: n.log.With("role", "projector"),
+		Ready: n.health.Add("projector", "binding read-side consumers")})
+	if err != nil {
+		pnc.Close()
+		return nil, err
+	}
+	g.Go(func() error {
+		defer n.close(pnc)
+		return p.Run(ctx)
+	})
+	return p, nil
+}
+
+func (n *node) newWorker(nc *nats.Conn, res resources) (*worker.Worker, func(), error) {
+	cfg := n.cfg
 	creds := insecure.NewCredentials()
 	if cfg.WriteSide.UseTLS {
 		creds = credentials.NewClientTLSFromCert(nil, "")
@@ -252,7 +441,7 @@ func newWorker(ctx context.Context, cfg config.Config, lay layout.Layout, js jet
 		return nil, nil, fmt.Errorf("write handler at %s: %w", target, err)
 	}
 	w, err := worker.New(worker.Config{
-		Layout:    lay,
+		Layout:    n.lay,
 		NumShards: cfg.NumShards,
 		Rules: command.Rules{
 			CallTimeout:    cfg.HandlerCallTimeout,
@@ -265,12 +454,15 @@ func newWorker(ctx context.Context, cfg config.Config, lay layout.Layout, js jet
 		ConflictRetries:   cfg.ConflictRetries,
 		IdempotencyWindow: cfg.IdempotencyWindow,
 		MaxCommandBytes:   cfg.MaxCommandBytes,
+		MaxPendingBytes:   cfg.MaxPendingBytes,
+		MaxEntityQueue:    cfg.MaxEntityQueue,
+		DrainTimeout:      cfg.ShutdownTimeout,
 	}, worker.Deps{
 		Conn:    nc,
-		Store:   evlog,
-		Cache:   cache,
+		Store:   res.evlog,
+		Cache:   res.cache,
 		Handler: cospb.NewWriteSideHandlerServiceClient(conn),
-		Logger:  log.With("role", "worker"),
+		Logger:  n.log.With("role", "worker"),
 	})
 	if err != nil {
 		_ = conn.Close()
@@ -279,26 +471,92 @@ func newWorker(ctx context.Context, cfg config.Config, lay layout.Layout, js jet
 	return w, func() { _ = conn.Close() }, nil
 }
 
-func newGRPCServer(cfg config.Config, lay layout.Layout, dispatch gateway.Dispatcher, evlog *eventlog.Log, log *slog.Logger) *grpc.Server {
+// gatewayServer is the gateway's gRPC server: it serves from the start (health NOT_SERVING, calls
+// UNAVAILABLE) and binds the services once set-up is done.
+type gatewayServer struct {
+	srv     *grpc.Server
+	svc     *gateway.Service
+	mgr     *readside.Manager
+	health  *grpchealth.Server
+	served  chan error
+	stopped bool
+}
+
+func (n *node) startGateway() (*gatewayServer, error) {
+	cfg := n.cfg
+	lis := n.opts.Listener
+	if lis == nil {
+		addr := net.JoinHostPort(cfg.Address, strconv.Itoa(cfg.Port))
+		var err error
+		if lis, err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("listen on %s (COS_ADDRESS/COS_PORT): %w", addr, err)
+		}
+	}
+	n.info.GRPCAddr = lis.Addr().String()
 	// Accept messages well over the command limit so an oversized command gets our clear
 	// INVALID_ARGUMENT instead of the transport's RESOURCE_EXHAUSTED.
 	srv := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxCommandBytes+4<<20),
 		// Reuse handler goroutines instead of starting (and growing the stack of) one per call.
 		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))))
-	cospb.RegisterChiefOfStateServiceServer(srv, gateway.New(gateway.Config{
-		Layout:            lay,
-		NumShards:         cfg.NumShards,
-		CommandTimeout:    cfg.CommandTimeout,
-		MaxCommandBytes:   cfg.MaxCommandBytes,
-		PropagatedHeaders: cfg.WriteSide.PropagatedHeaders,
-		PersistedHeaders:  cfg.WriteSide.PersistedHeaders,
-	}, dispatch, evlog, log.With("role", "gateway")))
-	hs := health.NewServer()
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(cospb.ChiefOfStateService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(srv, hs)
+	log := n.log.With("role", "gateway")
+	gs := &gatewayServer{
+		srv: srv,
+		svc: gateway.New(gateway.Config{
+			Layout:            n.lay,
+			NumShards:         cfg.NumShards,
+			CommandTimeout:    cfg.CommandTimeout,
+			MaxCommandBytes:   cfg.MaxCommandBytes,
+			PropagatedHeaders: cfg.WriteSide.PropagatedHeaders,
+			PersistedHeaders:  cfg.WriteSide.PersistedHeaders,
+		}, log),
+		mgr:    readside.NewManager(n.lay, cfg.NumShards, n.log.With("role", "manager")),
+		health: grpchealth.NewServer(),
+		served: make(chan error, 1),
+	}
+	cospb.RegisterChiefOfStateServiceServer(srv, gs.svc)
+	cospb.RegisterReadSideManagerServiceServer(srv, gs.mgr)
+	natspb.RegisterReadSideStatusServiceServer(srv, gs.mgr)
+	healthpb.RegisterHealthServer(srv, gs.health)
 	reflection.Register(srv)
-	return srv
+	n.health.OnChange(func(ready bool) {
+		s := healthpb.HealthCheckResponse_NOT_SERVING
+		if ready {
+			s = healthpb.HealthCheckResponse_SERVING
+		}
+		gs.health.SetServingStatus("", s)
+		gs.health.SetServingStatus(cospb.ChiefOfStateService_ServiceDesc.ServiceName, s)
+	})
+	go func() {
+		n.log.Info("gateway serving", "addr", n.info.GRPCAddr)
+		gs.served <- srv.Serve(lis)
+	}()
+	return gs, nil
+}
+
+func (gs *gatewayServer) bind(dispatch gateway.Dispatcher, res resources, js jetstream.JetStream) {
+	gs.svc.Bind(dispatch, res.evlog)
+	gs.mgr.Bind(js, res.status)
+}
+
+// stop ends the server: with a timeout, calls in flight finish within it first.
+func (gs *gatewayServer) stop(timeout time.Duration) {
+	if gs.stopped {
+		return
+	}
+	gs.stopped = true
+	gs.health.Shutdown() // NOT_SERVING for every service, also to open Watch streams
+	if timeout > 0 {
+		done := make(chan struct{})
+		go func() { gs.srv.GracefulStop(); close(done) }()
+		t := time.NewTimer(timeout)
+		select {
+		case <-done:
+		case <-t.C: // e.g. an open health Watch stream
+		}
+		t.Stop()
+	}
+	gs.srv.Stop()
+	<-gs.served
 }
 
 func timing(p *readside.Policy) readside.Policy {

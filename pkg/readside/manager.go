@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sort"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
@@ -12,42 +15,67 @@ import (
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
-	"github.com/cosnats/cosnats/pkg/config"
 	"github.com/cosnats/cosnats/pkg/layout"
 )
 
-// Manager serves ReadSideManagerService (COS) and ReadSideStatusService (ours). It works on the
-// consumers through the JetStream API, so it needs no projector in its process; every change it makes
-// is stored in the consumer and survives restarts.
+// Manager serves ReadSideManagerService (COS) and ReadSideStatusService (ours). It needs no read-side
+// configuration and no projector in its process: the read sides are those whose consumers exist (the
+// projectors own the consumers and their settings), and it works on them through the JetStream API.
+// Every change it makes is stored in the consumer and survives restarts; after pausing, restarting or
+// skipping a shard it makes sure the projector delivering it has taken the change in (see settle).
 type Manager struct {
 	cospb.UnimplementedReadSideManagerServiceServer
 	natspb.UnimplementedReadSideStatusServiceServer
 
-	js        jetstream.JetStream
-	status    *StatusStore
 	layout    layout.Layout
 	numShards int
-	readSides map[string]config.ReadSide
-	order     []string
 	log       *slog.Logger
+	backend   atomic.Pointer[managerBackend]
 }
 
-// NewManager builds the manager for the configured read sides.
-func NewManager(js jetstream.JetStream, st *StatusStore, lay layout.Layout, numShards int, readSides []config.ReadSide, log *slog.Logger) *Manager {
-	m := &Manager{js: js, status: st, layout: lay, numShards: numShards, readSides: map[string]config.ReadSide{}, log: log}
-	for _, rs := range readSides {
-		m.readSides[rs.ID] = rs
-		m.order = append(m.order, rs.ID)
-	}
-	return m
+type managerBackend struct {
+	js     jetstream.JetStream
+	status *StatusStore
 }
 
-func (m *Manager) readSide(id string) (config.ReadSide, error) {
-	rs, ok := m.readSides[id]
-	if !ok {
-		return config.ReadSide{}, status.Errorf(codes.NotFound, "read side %q not found", id)
+// NewManager builds the manager; it answers UNAVAILABLE until Bind.
+func NewManager(lay layout.Layout, numShards int, log *slog.Logger) *Manager {
+	return &Manager{layout: lay, numShards: numShards, log: log}
+}
+
+// Bind gives the manager what it works with.
+func (m *Manager) Bind(js jetstream.JetStream, status *StatusStore) {
+	m.backend.Store(&managerBackend{js: js, status: status})
+}
+
+func (m *Manager) bound() *managerBackend { return m.backend.Load() }
+
+var errManagerNotReady = status.Error(codes.Unavailable, "chief-of-state is starting: not connected to NATS JetStream yet")
+
+// readSides lists the read sides whose consumers exist, with their shards, sorted.
+func (m *Manager) readSides(ctx context.Context) (map[string][]int, error) {
+	b := m.bound()
+	if b == nil {
+		return nil, errManagerNotReady
 	}
-	return rs, nil
+	s, err := b.js.Stream(ctx, m.layout.EventStream())
+	if err != nil {
+		return nil, fmt.Errorf("event stream: %w", err)
+	}
+	out := make(map[string][]int)
+	names := s.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if id, shard, ok := m.layout.ParseReadSideConsumer(name); ok && shard < m.numShards {
+			out[id] = append(out[id], shard)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("list consumers: %w", err)
+	}
+	for _, shards := range out {
+		sort.Ints(shards)
+	}
+	return out, nil
 }
 
 func (m *Manager) shard(n uint64) (int, error) {
@@ -58,20 +86,29 @@ func (m *Manager) shard(n uint64) (int, error) {
 }
 
 // forShards runs fn for one shard (byShard) or all of them.
-func (m *Manager) forShards(ctx context.Context, id string, shard *uint64, fn func(context.Context, config.ReadSide, int) error) error {
-	rs, err := m.readSide(id)
-	if err != nil {
-		return err
-	}
+func (m *Manager) forShards(ctx context.Context, id string, shard *uint64, fn func(context.Context, string, int) error) error {
 	if shard != nil {
-		s, err := m.shard(*shard)
-		if err != nil {
+		if _, err := m.shard(*shard); err != nil {
 			return err
 		}
-		return m.wrap(fn(ctx, rs, s))
 	}
-	for s := range m.numShards {
-		if err := fn(ctx, rs, s); err != nil {
+	all, err := m.readSides(ctx)
+	if err != nil {
+		return m.wrap(err)
+	}
+	shards, ok := all[id]
+	if !ok {
+		return status.Errorf(codes.NotFound, "read side %q not found: no projector has created its consumers yet", id)
+	}
+	if shard != nil {
+		s := int(*shard)
+		if !slices.Contains(shards, s) {
+			return status.Errorf(codes.Unavailable, "read side %q has no consumer for shard %d yet: a projector creates it", id, s)
+		}
+		return m.wrap(fn(ctx, id, s))
+	}
+	for _, s := range shards {
+		if err := fn(ctx, id, s); err != nil {
 			return m.wrap(err)
 		}
 	}
@@ -93,21 +130,17 @@ func (m *Manager) wrap(err error) error {
 	return status.Error(codes.Unavailable, "the event store is unavailable")
 }
 
-func (m *Manager) consumer(ctx context.Context, rs config.ReadSide, shard int) (jetstream.Consumer, *jetstream.ConsumerInfo, error) {
-	c, err := Ensure(ctx, m.js, m.layout, rs, shard)
+func (m *Manager) consumer(ctx context.Context, id string, shard int) (*jetstream.ConsumerInfo, error) {
+	c, err := m.bound().js.Consumer(ctx, m.layout.EventStream(), m.layout.ReadSideConsumer(id, shard))
 	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("consumer of %s/%d: %w", id, shard, err)
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("consumer info: %w", err)
-	}
-	return c, info, nil
+	return c.CachedInfo(), nil
 }
 
 // offset is COS's offset of a shard: the stream sequence of the last event the read side acknowledged.
-func (m *Manager) offset(ctx context.Context, rs config.ReadSide, shard int) (*cospb.ReadSideOffset, error) {
-	_, info, err := m.consumer(ctx, rs, shard)
+func (m *Manager) offset(ctx context.Context, id string, shard int) (*cospb.ReadSideOffset, error) {
+	info, err := m.consumer(ctx, id, shard)
 	if err != nil {
 		return nil, err
 	}
@@ -117,8 +150,8 @@ func (m *Manager) offset(ctx context.Context, rs config.ReadSide, shard int) (*c
 // GetLatestOffset implements ReadSideManagerService.
 func (m *Manager) GetLatestOffset(ctx context.Context, req *cospb.GetLatestOffsetRequest) (*cospb.GetLatestOffsetResponse, error) {
 	resp := &cospb.GetLatestOffsetResponse{}
-	err := m.forShards(ctx, req.GetReadSideId(), nil, func(ctx context.Context, rs config.ReadSide, s int) error {
-		o, err := m.offset(ctx, rs, s)
+	err := m.forShards(ctx, req.GetReadSideId(), nil, func(ctx context.Context, id string, s int) error {
+		o, err := m.offset(ctx, id, s)
 		if err == nil {
 			resp.Offsets = append(resp.Offsets, o)
 		}
@@ -134,8 +167,8 @@ func (m *Manager) GetLatestOffset(ctx context.Context, req *cospb.GetLatestOffse
 func (m *Manager) GetLatestOffsetByShard(ctx context.Context, req *cospb.GetLatestOffsetByShardRequest) (*cospb.GetLatestOffsetByShardResponse, error) {
 	resp := &cospb.GetLatestOffsetByShardResponse{}
 	shard := req.GetClusterShardNumber()
-	err := m.forShards(ctx, req.GetReadSideId(), &shard, func(ctx context.Context, rs config.ReadSide, s int) error {
-		o, err := m.offset(ctx, rs, s)
+	err := m.forShards(ctx, req.GetReadSideId(), &shard, func(ctx context.Context, id string, s int) error {
+		o, err := m.offset(ctx, id, s)
 		resp.Offsets = o
 		return err
 	})
@@ -145,36 +178,33 @@ func (m *Manager) GetLatestOffsetByShard(ctx context.Context, req *cospb.GetLate
 	return resp, nil
 }
 
-func (m *Manager) pause(ctx context.Context, rs config.ReadSide, shard int) error {
-	if _, _, err := m.consumer(ctx, rs, shard); err != nil {
+func (m *Manager) pause(ctx context.Context, id string, shard int) error {
+	if _, err := m.bound().js.PauseConsumer(ctx, m.layout.EventStream(), m.layout.ReadSideConsumer(id, shard), Forever); err != nil {
 		return err
 	}
-	_, err := m.js.PauseConsumer(ctx, m.layout.EventStream(), m.layout.ReadSideConsumer(rs.ID, shard), Forever)
-	return err
+	return m.settle(ctx, id, shard)
 }
 
 // resume continues a paused or stopped shard; its failure record is cleared.
-func (m *Manager) resume(ctx context.Context, rs config.ReadSide, shard int) error {
-	if _, _, err := m.consumer(ctx, rs, shard); err != nil {
+func (m *Manager) resume(ctx context.Context, id string, shard int) error {
+	b := m.bound()
+	if err := b.status.Clear(ctx, id, shard); err != nil {
 		return err
 	}
-	if err := m.status.Clear(ctx, rs.ID, shard); err != nil {
-		return err
-	}
-	_, err := m.js.ResumeConsumer(ctx, m.layout.EventStream(), m.layout.ReadSideConsumer(rs.ID, shard))
+	_, err := b.js.ResumeConsumer(ctx, m.layout.EventStream(), m.layout.ReadSideConsumer(id, shard))
 	return err
 }
 
 // restart replays the shard from the first event.
-func (m *Manager) restart(ctx context.Context, rs config.ReadSide, shard int) error {
-	if _, _, err := m.consumer(ctx, rs, shard); err != nil {
+func (m *Manager) restart(ctx context.Context, id string, shard int) error {
+	b := m.bound()
+	if err := b.status.Clear(ctx, id, shard); err != nil {
 		return err
 	}
-	if err := m.status.Clear(ctx, rs.ID, shard); err != nil {
+	if _, err := b.js.ResetConsumerToSequence(ctx, m.layout.EventStream(), m.layout.ReadSideConsumer(id, shard), 1); err != nil {
 		return err
 	}
-	_, err := m.js.ResetConsumerToSequence(ctx, m.layout.EventStream(), m.layout.ReadSideConsumer(rs.ID, shard), 1)
-	return err
+	return m.settle(ctx, id, shard)
 }
 
 // errNothingToSkip is reported by skip on a shard that has delivered everything.
@@ -182,22 +212,23 @@ var errNothingToSkip = errors.New("nothing to skip")
 
 // skip skips exactly the event the shard is stuck on (delivered and not acknowledged), or, when it is
 // not stuck, the next event it would deliver.
-func (m *Manager) skip(ctx context.Context, rs config.ReadSide, shard int) error {
-	_, info, err := m.consumer(ctx, rs, shard)
+func (m *Manager) skip(ctx context.Context, id string, shard int) error {
+	b := m.bound()
+	info, err := m.consumer(ctx, id, shard)
 	if err != nil {
 		return err
 	}
 	// The stuck event is the one on record as failed, when delivery has not passed it; otherwise
 	// the shard's first event after the ack floor (where the projector resets a failed shard to).
 	var target uint64
-	st, err := m.status.Get(ctx, rs.ID, shard)
+	st, err := b.status.Get(ctx, id, shard)
 	if err != nil {
 		return err
 	}
 	if seq := st.GetFailedSequence(); seq > info.AckFloor.Stream && (st.GetFailing() || st.GetStopped()) {
 		target = seq
 	} else {
-		s, err := m.js.Stream(ctx, m.layout.EventStream())
+		s, err := b.js.Stream(ctx, m.layout.EventStream())
 		if err != nil {
 			return fmt.Errorf("event stream: %w", err)
 		}
@@ -210,12 +241,14 @@ func (m *Manager) skip(ctx context.Context, rs config.ReadSide, shard int) error
 		}
 		target = next.Sequence
 	}
-	if err := m.status.Clear(ctx, rs.ID, shard); err != nil {
+	if err := b.status.Clear(ctx, id, shard); err != nil {
 		return err
 	}
-	m.log.Warn("skipping a read-side event on request", "read_side", rs.ID, "shard", shard, "sequence", target)
-	_, err = m.js.ResetConsumerToSequence(ctx, m.layout.EventStream(), m.layout.ReadSideConsumer(rs.ID, shard), target+1)
-	return err
+	m.log.Warn("skipping a read-side event on request", "read_side", id, "shard", shard, "sequence", target)
+	if _, err := b.js.ResetConsumerToSequence(ctx, m.layout.EventStream(), m.layout.ReadSideConsumer(id, shard), target+1); err != nil {
+		return err
+	}
+	return m.settle(ctx, id, shard)
 }
 
 // successful turns an operation's error into COS's {successful} answer: "nothing to skip" is an
@@ -227,17 +260,18 @@ func successful(err error) (bool, error) {
 	return err == nil, err
 }
 
-func (m *Manager) do(ctx context.Context, id string, shard *uint64, op func(context.Context, config.ReadSide, int) error) (bool, error) {
-	var skipped int
-	err := m.forShards(ctx, id, shard, func(ctx context.Context, rs config.ReadSide, s int) error {
-		err := op(ctx, rs, s)
+func (m *Manager) do(ctx context.Context, id string, shard *uint64, op func(context.Context, string, int) error) (bool, error) {
+	var skipped, shards int
+	err := m.forShards(ctx, id, shard, func(ctx context.Context, id string, s int) error {
+		shards++
+		err := op(ctx, id, s)
 		if errors.Is(err, errNothingToSkip) && shard == nil {
 			skipped++ // skipping on all shards: shards with nothing to skip are fine
 			return nil
 		}
 		return err
 	})
-	if shard == nil && skipped == m.numShards {
+	if shard == nil && err == nil && skipped == shards {
 		return false, nil
 	}
 	return successful(err)
@@ -319,26 +353,35 @@ func (m *Manager) SkipOffsetByShard(ctx context.Context, req *cospb.SkipOffsetBy
 
 // GetReadSideStatus implements ReadSideStatusService.
 func (m *Manager) GetReadSideStatus(ctx context.Context, req *natspb.GetReadSideStatusRequest) (*natspb.GetReadSideStatusResponse, error) {
-	ids := m.order
+	all, err := m.readSides(ctx)
+	if err != nil {
+		return nil, m.wrap(err)
+	}
+	ids := make([]string, 0, len(all))
+	for id := range all {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
 	if id := req.GetReadSideId(); id != "" {
-		if _, err := m.readSide(id); err != nil {
-			return nil, err
+		if _, ok := all[id]; !ok {
+			return nil, status.Errorf(codes.NotFound, "read side %q not found: no projector has created its consumers yet", id)
 		}
 		ids = []string{id}
 	}
+	b := m.bound()
 	resp := &natspb.GetReadSideStatusResponse{}
 	for _, id := range ids {
-		err := m.forShards(ctx, id, nil, func(ctx context.Context, rs config.ReadSide, s int) error {
-			_, info, err := m.consumer(ctx, rs, s)
+		err := m.forShards(ctx, id, nil, func(ctx context.Context, id string, s int) error {
+			info, err := m.consumer(ctx, id, s)
 			if err != nil {
 				return err
 			}
-			st, err := m.status.Get(ctx, rs.ID, s)
+			st, err := b.status.Get(ctx, id, s)
 			if err != nil {
 				return err
 			}
 			resp.Shards = append(resp.Shards, &natspb.ReadSideShardStatus{
-				ReadSideId:         rs.ID,
+				ReadSideId:         id,
 				ClusterShardNumber: uint64(s),
 				Offset:             info.AckFloor.Stream,
 				Pending:            info.NumPending + uint64(info.NumAckPending),

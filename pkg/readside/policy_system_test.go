@@ -161,6 +161,12 @@ func TestManagerErrors(t *testing.T) {
 	s.readSide("rs", nil)
 	s.start()
 	ctx := context.Background()
+	// Before a projector made its consumers, the gateway does not know the read side.
+	if _, err := s.manager.PauseReadSide(ctx, &cospb.PauseReadSideRequest{ReadSideId: "rs"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("read side without consumers: %v", err)
+	}
+	s.projector()
+	s.waitConsumers("rs")
 	_, err := s.manager.PauseReadSide(ctx, &cospb.PauseReadSideRequest{ReadSideId: "nope"})
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("unknown read side: %v", err)

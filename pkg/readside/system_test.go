@@ -106,6 +106,15 @@ func (s *rsys) shardStatus(rs string, shard int) *natspb.ReadSideShardStatus {
 	return nil
 }
 
+// waitConsumers waits until the manager sees every shard of a read side (a projector made them).
+func (s *rsys) waitConsumers(rs string) {
+	s.t.Helper()
+	costest.Eventually(s.t, 30*time.Second, "the consumers of "+rs, func() bool {
+		resp, err := s.manager.GetLatestOffset(context.Background(), &cospb.GetLatestOffsetRequest{ReadSideId: rs})
+		return err == nil && len(resp.GetOffsets()) == s.cfg.NumShards
+	})
+}
+
 func allReceived(ids []string, n int) func(*costest.Recorder) bool {
 	return func(r *costest.Recorder) bool {
 		for _, id := range ids {
