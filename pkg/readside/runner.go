@@ -206,6 +206,12 @@ func (s *shardRunner) answer(m *nats.Msg) bool {
 
 // standby pulls without a pin until the server pins this replica (a delivery carrying a pin id). What
 // it receives then is dropped: the session that follows starts at the ack floor.
+//
+// A replica that went away may have left the consumer at its max_ack_pending: then the server delivers
+// nothing, and so pins nobody, until those deliveries time out (AckWait). A standby that finds the pin
+// free and deliveries outstanding resets the consumer to its ack floor so the shard is taken over
+// within about PinnedTTL. (Should another replica be pinned in between, its session sees the reset and
+// starts over at the ack floor: nothing is skipped.)
 func (s *shardRunner) standby(ctx context.Context) error {
 	pl, err := newPuller(s.p.deps.Conn, s.p.cfg.Layout, s.name, "", 1)
 	if err != nil {
@@ -214,6 +220,7 @@ func (s *shardRunner) standby(ctx context.Context) error {
 	defer pl.close()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	lastCheck := time.Now()
 	for {
 		if err := pl.maintain(time.Now()); err != nil {
 			return err
@@ -232,12 +239,36 @@ func (s *shardRunner) standby(ctx context.Context) error {
 			case evBroken:
 				return errors.New(why)
 			}
-		case <-tick.C:
-			if pl.quiet(time.Now()) {
+		case now := <-tick.C:
+			if pl.quiet(now) {
 				return errors.New("no answer to pull requests")
+			}
+			if now.Sub(lastCheck) >= standbyCheck {
+				lastCheck = now
+				s.unstick(ctx)
 			}
 		}
 	}
+}
+
+// standbyCheck is how often a standby looks for a shard left stuck by a replica that went away.
+const standbyCheck = 2 * time.Second
+
+// unstick resets the consumer to its ack floor when nobody holds the pin and deliveries are outstanding.
+func (s *shardRunner) unstick(ctx context.Context) {
+	c, err := s.p.deps.JS.Consumer(ctx, s.p.cfg.Layout.EventStream(), s.name)
+	if err != nil {
+		return
+	}
+	info := c.CachedInfo()
+	if pinnedClient(info) != "" || info.NumAckPending == 0 {
+		return
+	}
+	if _, err := s.p.deps.JS.ResetConsumer(ctx, s.p.cfg.Layout.EventStream(), s.name); err != nil {
+		s.log.Debug("reset a consumer left by another replica", "err", err)
+		return
+	}
+	s.log.Info("reset the shard's consumer to its ack floor: the replica that held it left deliveries outstanding", "outstanding", info.NumAckPending)
 }
 
 // prepare starts a session's worth of consumer state: after checking that this replica still holds the
