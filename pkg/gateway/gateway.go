@@ -143,10 +143,10 @@ func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandR
 		}
 	}
 	creq := &natspb.CommandRequest{
-		EntityId:          key.ID,
-		Command:           req.GetCommand(),
-		PropagatedHeaders: command.PickHeaders(md, s.cfg.PropagatedHeaders),
-		PersistedHeaders:  command.PickHeaders(md, s.cfg.PersistedHeaders),
+		EntityId:           key.ID,
+		Command:            req.GetCommand(),
+		PropagatedHeaders:  command.PickHeaders(md, s.cfg.PropagatedHeaders),
+		PersistedHeaders:   command.PickHeaders(md, s.cfg.PersistedHeaders),
 		CommandId:          commandID,
 		DeadlineUnixNano:   deadline.UnixNano(),
 		CommandIdGenerated: generated,

@@ -51,7 +51,9 @@ func TestLRUKeepsNewerHead(t *testing.T) {
 // The cache is bounded by the size of what it holds as well: a few large states evict small ones, and a
 // state larger than the whole bound is not kept at all.
 func TestLRUBoundedInBytes(t *testing.T) {
-	big := func(n int) eventlog.Head { return eventlog.Head{Seq: 1, State: &anypb.Any{TypeUrl: "t", Value: make([]byte, n)}} }
+	big := func(n int) eventlog.Head {
+		return eventlog.Head{Seq: 1, State: &anypb.Any{TypeUrl: "t", Value: make([]byte, n)}}
+	}
 	l := newLRU(1000, 10_000)
 	for i := range 20 {
 		l.put(fmt.Sprint("small", i), eventlog.Head{Seq: 1})

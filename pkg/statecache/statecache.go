@@ -34,7 +34,7 @@ type Config struct {
 	Layout  layout.Layout
 	Entries int   // in-process entries; 0 disables the LRU
 	Bytes   int64 // in-process bound on the entries' encoded size; 0 disables the LRU
-	UseKV   bool // false disables the KV bucket (COS_DISABLE_SNAPSHOT)
+	UseKV   bool  // false disables the KV bucket (COS_DISABLE_SNAPSHOT)
 	// SnapshotEvery writes a KV snapshot when an append reaches a multiple of this revision
 	// (COS_SNAPSHOT_FREQUENCY); 0 writes none.
 	SnapshotEvery int

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -271,8 +271,8 @@ func (atFails) At(context.Context, entity.Key, uint64) (eventlog.Head, error) {
 type noCache struct{}
 
 func (noCache) Get(context.Context, entity.Key) (eventlog.Head, bool) { return eventlog.Head{}, false }
-func (noCache) Put(entity.Key, eventlog.Head, uint32)                  {}
-func (noCache) Forget(entity.Key)                                      {}
+func (noCache) Put(entity.Key, eventlog.Head, uint32)                 {}
+func (noCache) Forget(entity.Key)                                     {}
 
 // When the log cannot be read before the idempotency check, the answer depends on whose the command id
 // is: the caller's (maybe a retry of a command an earlier attempt stored) gets UNKNOWN; an id the
