@@ -19,6 +19,7 @@ import (
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/pkg/config"
+	"github.com/cosnats/cosnats/pkg/health"
 	"github.com/cosnats/cosnats/pkg/natsembed"
 	"github.com/cosnats/cosnats/pkg/node"
 	"github.com/cosnats/cosnats/pkg/readside"
@@ -163,6 +164,65 @@ func StartNodeWith(t testing.TB, cfg config.Config, opts node.Options) *Node {
 		}
 	})
 	return n
+}
+
+// Running is a node launched without waiting for it to be ready: tests of start-up watch it wait.
+type Running struct {
+	Addrs  node.Info        // listener addresses (gRPC, probes), known before NATS is reached
+	Health *health.State    // the node's readiness
+	Ready  <-chan node.Info // receives once everything serves
+	done   chan struct{}
+	err    error
+	cancel context.CancelFunc
+}
+
+// Done is closed when Run has returned; Err is its result then.
+func (r *Running) Done() <-chan struct{} { return r.done }
+
+// Err is Run's result, once Done is closed.
+func (r *Running) Err() error { return r.err }
+
+// Stop cancels the node (as SIGTERM does), waits for it and returns Run's result.
+func (r *Running) Stop() error {
+	r.cancel()
+	<-r.done
+	return r.err
+}
+
+// Launch runs a node until the test ends (or Stop) and returns once its listeners are bound, or Run
+// returned.
+func Launch(t testing.TB, cfg config.Config, opts node.Options) *Running {
+	t.Helper()
+	if opts.ReadSideTiming == nil {
+		opts.ReadSideTiming = &FastTiming
+	}
+	if opts.Health == nil {
+		opts.Health = health.New()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var lis net.Listener
+	if opts.Roles.Gateway || cfg.NATS.Embedded() {
+		var err error
+		if lis, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+	}
+	listening := make(chan node.Info, 1)
+	ready := make(chan node.Info, 1)
+	r := &Running{Health: opts.Health, Ready: ready, done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(r.done)
+		opts.Logger, opts.Listener = Logger(t), lis
+		opts.Listening = func(i node.Info) { listening <- i }
+		opts.Ready = func(i node.Info) { ready <- i }
+		r.err = node.Run(ctx, cfg, opts)
+	}()
+	t.Cleanup(func() { _ = r.Stop() })
+	select {
+	case r.Addrs = <-listening:
+	case <-r.done:
+	}
+	return r
 }
 
 // Client dials a gateway.

@@ -54,6 +54,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Listener, when set, is used for the gRPC server instead of COS_ADDRESS:COS_PORT (tests use :0).
 	Listener net.Listener
+	// Listening, when set, is called once the gRPC and probe listeners are bound, before NATS is reached
+	// (Info has the addresses only).
+	Listening func(Info)
 	// Ready, when set, is called once everything serves.
 	Ready func(Info)
 	// ReadSideTiming overrides readside.DefaultTiming (tests use short delays).
@@ -147,6 +150,9 @@ func (n *node) run(ctx context.Context) error {
 		defer gw.stop(0)
 	}
 
+	if n.opts.Listening != nil {
+		n.opts.Listening(n.info)
+	}
 	nc, closeNATS, err := n.connect()
 	if err != nil {
 		return err
@@ -338,6 +344,10 @@ func (n *node) connect() (*nats.Conn, func(), error) {
 
 // close drains a connection (what was published is flushed) and waits for it to close.
 func (n *node) close(nc *nats.Conn) {
+	if !nc.IsConnected() {
+		nc.Close() // nothing can be flushed
+		return
+	}
 	closed := make(chan struct{})
 	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
 	if err := nc.Drain(); err != nil {

@@ -131,8 +131,10 @@ func (p *Projector) Run(ctx context.Context) error {
 	}
 	p.deps.Logger.Info("projector running", "read_sides", len(p.cfg.ReadSides), "shards", p.cfg.NumShards)
 	err = g.Wait()
-	if ferr := p.deps.Conn.FlushTimeout(time.Second); ferr != nil && !errors.Is(ferr, nats.ErrConnectionClosed) {
-		p.deps.Logger.Warn("flush acknowledgements", "err", ferr)
+	if p.deps.Conn.IsConnected() {
+		if ferr := p.deps.Conn.FlushTimeout(time.Second); ferr != nil && !errors.Is(ferr, nats.ErrConnectionClosed) {
+			p.deps.Logger.Warn("flush acknowledgements", "err", ferr)
+		}
 	}
 	return err
 }

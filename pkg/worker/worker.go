@@ -177,7 +177,9 @@ func (w *Worker) drain(base context.Context, sub *nats.Subscription) {
 	defer cancel()
 	log.Info("worker draining", "timeout", w.cfg.DrainTimeout)
 	closed := sub.StatusChanged(nats.SubscriptionClosed)
-	if err := sub.Drain(); err != nil {
+	if !w.deps.Conn.IsConnected() {
+		_ = sub.Unsubscribe() // nothing more can arrive, and no reply could leave
+	} else if err := sub.Drain(); err != nil {
 		log.Warn("drain the command subscription", "err", err)
 		_ = sub.Unsubscribe()
 	} else {
@@ -196,8 +198,10 @@ func (w *Worker) drain(base context.Context, sub *nats.Subscription) {
 	if refused > 0 {
 		log.Warn("drain timed out: commands answered as not processed", "commands", refused)
 	}
-	if err := w.deps.Conn.FlushTimeout(time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		log.Warn("flush replies", "err", err)
+	if w.deps.Conn.IsConnected() {
+		if err := w.deps.Conn.FlushTimeout(time.Second); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			log.Warn("flush replies", "err", err)
+		}
 	}
 	log.Info("worker drained")
 }
