@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,8 +20,10 @@ type Recorder struct {
 	cospb.UnimplementedReadSideHandlerServiceServer
 
 	// Fail, when set, decides a delivery's outcome before it is recorded as received: false or an
-	// error fails it. It runs under no lock and may block (it gets the call's context).
+	// error fails it. It runs under no lock and may block (it gets the call's context). Set it before
+	// the read side serves; SetFail changes it while it serves.
 	Fail func(ctx context.Context, req *cospb.HandleReadSideRequest) (bool, error)
+	fail atomic.Pointer[FailFunc]
 
 	mu       sync.Mutex
 	changed  chan struct{}       // closed and replaced on every change
@@ -47,8 +50,12 @@ func (r *Recorder) HandleReadSide(ctx context.Context, req *cospb.HandleReadSide
 	r.attempts[fmt.Sprintf("%s/%d", id, rev)]++
 	r.notify()
 	r.mu.Unlock()
-	if r.Fail != nil {
-		ok, err := r.Fail(ctx, req)
+	fail := r.Fail
+	if f := r.fail.Load(); f != nil {
+		fail = *f
+	}
+	if fail != nil {
+		ok, err := fail(ctx, req)
 		if err != nil || !ok {
 			return &cospb.HandleReadSideResponse{Successful: false}, err
 		}
@@ -66,6 +73,17 @@ func (r *Recorder) HandleReadSide(ctx context.Context, req *cospb.HandleReadSide
 	}
 	r.notify()
 	return &cospb.HandleReadSideResponse{Successful: true}, nil
+}
+
+// FailFunc decides a delivery's outcome (see Recorder.Fail).
+type FailFunc = func(ctx context.Context, req *cospb.HandleReadSideRequest) (bool, error)
+
+// SetFail replaces Fail while the read side serves; nil restores success.
+func (r *Recorder) SetFail(f FailFunc) {
+	if f == nil {
+		f = func(context.Context, *cospb.HandleReadSideRequest) (bool, error) { return true, nil }
+	}
+	r.fail.Store(&f)
 }
 
 func (r *Recorder) notify() {

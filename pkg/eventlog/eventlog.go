@@ -5,9 +5,12 @@ package eventlog
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,6 +38,27 @@ var ErrConflict = errors.New("entity changed concurrently")
 // ErrBusy means the stream refused an atomic batch because too many are in flight (at most 50 per
 // stream): nothing was stored, and the append may be retried shortly.
 var ErrBusy = errors.New("too many atomic batches in flight")
+
+// DuplicateError means the event store already holds this command: its id is in the stream's
+// deduplication window (the last DedupWindow), though no longer among the entity's recent commands.
+// Nothing was stored now. Seq is the stream sequence of the command's last event when the store says
+// (a single event), 0 when it does not (a batch).
+type DuplicateError struct{ Seq uint64 }
+
+func (e *DuplicateError) Error() string {
+	return fmt.Sprintf("the command is already stored (sequence %d, 0 = not told)", e.Seq)
+}
+
+// DedupWindow is how long the event stream remembers the id of every command it stored (JetStream's
+// duplicate window): a retry within it is recognised even after many other commands of the entity.
+const DedupWindow = 2 * time.Minute
+
+// DedupID is the Nats-Msg-Id of a command's last event: the entity and the command id, hashed to a
+// short, fixed length (the server keeps every id of the window in memory).
+func DedupID(k entity.Key, commandID string) string {
+	sum := sha256.Sum256([]byte(k.Token + "\x00" + commandID))
+	return base64.RawURLEncoding.EncodeToString(sum[:16])
+}
 
 // ErrCorrupt means a stored message could not be decoded.
 var ErrCorrupt = errors.New("corrupt event message")
@@ -203,7 +227,7 @@ type Append struct {
 func HeaderBytes(commandID string, recent Recent) int {
 	// NATS/1.0 line, the batch headers (id ≤ 22 characters, sequence ≤ 4 digits, commit) and the
 	// expected sequence (≤ 20 digits), each with its name and separators, with room to spare.
-	const fixed = 256
+	const fixed = 320 // with Nats-Msg-Id
 	n := fixed + len(HeaderCommandID) + 4 + len(commandID)
 	if len(recent) > 0 {
 		n += len(HeaderRecent) + 4 + len(recent.String())
@@ -237,10 +261,16 @@ func (l *Log) Append(ctx context.Context, a Append) (uint64, error) {
 	// The expected sequence goes on the first message only; on a later message of the same subject the
 	// server would reject the batch.
 	msgs[0].Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(a.ExpectedSeq, 10))
+	if a.CommandID != "" {
+		msgs[len(msgs)-1].Header.Set(jetstream.MsgIDHeader, DedupID(a.Key, a.CommandID))
+	}
 	if len(msgs) == 1 {
 		ack, err := l.js.PublishMsg(ctx, msgs[0], jetstream.WithRetryAttempts(0))
 		if err != nil {
 			return 0, classify(err)
+		}
+		if ack.Duplicate {
+			return 0, &DuplicateError{Seq: ack.Sequence}
 		}
 		return ack.Sequence, nil
 	}
@@ -255,6 +285,8 @@ func (l *Log) Append(ctx context.Context, a Append) (uint64, error) {
 const (
 	codeAtomicTooManyInflight = 10210
 	codeBatchTooManyInflight  = 10211
+	codeBatchDuplicateMsgID   = 10201 // a batch carries a message id the stream already stored
+	codeDuplicateInProcess    = 10158 // a message with the same id is being stored right now
 )
 
 // classify turns the two OCC failures (10071 on any stream, 10164 on replicated ones while another
@@ -263,8 +295,10 @@ func classify(err error) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.ErrorCode {
-		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant:
+		case jetstream.JSErrCodeStreamWrongLastSequence, jetstream.JSErrCodeStreamWrongLastSequenceConstant, codeDuplicateInProcess:
 			return fmt.Errorf("%w: %w", ErrConflict, err)
+		case codeBatchDuplicateMsgID:
+			return &DuplicateError{}
 		case codeAtomicTooManyInflight, codeBatchTooManyInflight:
 			return fmt.Errorf("%w: %w", ErrBusy, err)
 		}
@@ -278,7 +312,8 @@ func classify(err error) error {
 // commit). Otherwise, e.g. after a timeout, the append may still land.
 func IsDefinite(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.Is(err, ErrConflict) || errors.Is(err, ErrBusy) || errors.Is(err, errNotSent) ||
+	var dup *DuplicateError
+	return errors.Is(err, ErrConflict) || errors.Is(err, ErrBusy) || errors.Is(err, errNotSent) || errors.As(err, &dup) ||
 		errors.As(err, &apiErr) ||
 		errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrReconnectBufExceeded) ||

@@ -39,6 +39,7 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 		DenyPurge:          true,
 		AllowAtomicPublish: true,
 		AllowDirect:        cfg.Replicas <= 1,
+		Duplicates:         DedupWindow,
 		Metadata:           map[string]string{MetaNumShards: strconv.Itoa(cfg.NumShards), MetaLayout: LayoutVersion},
 	}
 }
@@ -86,6 +87,9 @@ func compatible(got, want jetstream.StreamConfig) error {
 	}
 	if got.AllowDirect && got.Replicas > 1 {
 		bad("allow_direct", true, "false with replicas > 1 (direct gets are not read-your-writes on replicas)")
+	}
+	if got.Duplicates <= 0 {
+		bad("duplicate_window", got.Duplicates, "a window (command ids are deduplicated in it)")
 	}
 	if got.AllowMsgTTL {
 		bad("allow_msg_ttl", true, "false (events must never expire)")

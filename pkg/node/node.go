@@ -373,7 +373,7 @@ func (n *node) natsOptions(name string, cond *health.Condition) []nats.Option {
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
 		nats.ReconnectBufSize(-1),
-		nats.PingInterval(5 * time.Second),
+		nats.PingInterval(2 * time.Second),
 		nats.MaxPingsOutstanding(3),
 		nats.Timeout(5 * time.Second),
 		nats.ConnectHandler(func(nc *nats.Conn) {

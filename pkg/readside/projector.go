@@ -67,8 +67,8 @@ type Projector struct {
 	deps Deps
 	conn *connWatch
 
-	delivered, failures atomic.Uint64
-	bound               atomic.Int64
+	delivered, failures, restarts atomic.Uint64
+	bound                         atomic.Int64
 	runners             map[string]*shardRunner // by control subject
 }
 
@@ -96,6 +96,11 @@ func (p *Projector) Delivered() uint64 { return p.delivered.Load() }
 
 // Failures is the number of failed deliveries seen by this projector.
 func (p *Projector) Failures() uint64 { return p.failures.Load() }
+
+// Restarts is the number of delivery sessions this projector ended because of something it did not
+// observe (a gap, a redelivery, a disconnect, a lost pin, an operator's change): each restarts the shard
+// at its ack floor, so events handled but not yet acknowledged may be delivered again.
+func (p *Projector) Restarts() uint64 { return p.restarts.Load() }
 
 // Run delivers until ctx ends, then finishes the read-side calls in flight (within DrainTimeout),
 // acknowledges those that succeeded and returns. It returns an error only when a consumer exists with

@@ -141,6 +141,9 @@ func (s *shardRunner) run(ctx context.Context) error {
 		}
 		errs, rec = 0, nil
 		end := s.session(ctx)
+		if end.why != "" {
+			s.p.restarts.Add(1)
+		}
 		switch {
 		case end.lostPin:
 			s.log.Warn("lost the shard; delivery stopped", "reason", end.why)

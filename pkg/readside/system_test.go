@@ -144,13 +144,15 @@ func allReached(ids []string, n uint32) func(*costest.Recorder) bool {
 	}
 }
 
-// 200 entities × 20 events written concurrently reach each of two read sides in revision order,
-// exactly once (no crash here), with COS's metadata, and the offsets end at each shard's last event.
+// 200 entities × 20 events written concurrently reach each of two read sides in revision order, with
+// COS's metadata, and the offsets end at each shard's last event. The guarantee is at least once: an
+// event is delivered again only after a delivery session restarted (the projector counts them), so with
+// no restart every event arrives exactly once.
 func TestEveryEventReachesEveryReadSideInOrder(t *testing.T) {
 	s := newRSys(t)
 	alpha, beta := s.readSide("alpha", nil), s.readSide("beta", nil)
 	s.start()
-	s.projector()
+	p := s.projector()
 	const entities, events = 200, 20
 	ids := make([]string, entities)
 	for i := range ids {
@@ -169,9 +171,17 @@ func TestEveryEventReachesEveryReadSideInOrder(t *testing.T) {
 	}
 	wg.Wait()
 	for _, rec := range []*costest.Recorder{alpha, beta} {
-		rec.WaitFor(t, 60*time.Second, "every event", allReceived(ids, events))
+		rec.WaitFor(t, 60*time.Second, "every event", allReached(ids, events))
+		got := make(map[string][]uint32, len(ids))
 		for _, id := range ids {
-			costest.InOrder(t, id, rec.Received(id), events, true)
+			got[id] = rec.Received(id)
+		}
+		exact := p.Projector.Restarts() == 0 // read after the deliveries: none of them followed a restart
+		for _, id := range ids {
+			costest.InOrder(t, id, got[id], events, exact)
+		}
+		if !exact {
+			t.Logf("%d delivery sessions restarted: duplicates allowed (%d deliveries for %d events)", p.Projector.Restarts(), rec.Total(), entities*events)
 		}
 		gotID, tag := rec.Metadata(ids[7])
 		if gotID != "acct%207.%C3%A9" || tag != fmt.Sprint(s.shard(ids[7])) {

@@ -369,6 +369,10 @@ func (w *Worker) execute(base context.Context, subject string, req *natspb.Comma
 			return nil, false, status.Error(codes.DeadlineExceeded, "the command's deadline passed before its events were persisted; nothing was persisted")
 		}
 		seq, aerr := w.append(ctx, base, app)
+		var dup *eventlog.DuplicateError
+		if errors.As(aerr, &dup) {
+			return w.duplicate(ctx, key, req.GetCommandId(), dup.Seq)
+		}
 		if aerr == nil {
 			w.appends.Add(1)
 			last := res.Events[len(res.Events)-1]
@@ -467,6 +471,24 @@ func (w *Worker) replay(ctx context.Context, key entity.Key, head eventlog.Head,
 		head = h
 	}
 	return &cospb.ProcessCommandResponse{State: head.State, Meta: head.Meta}, true, nil
+}
+
+// duplicate answers a command the event store recognised as already stored (its id is in the stream's
+// deduplication window though no longer among the entity's recent commands): with its original result
+// when the store said where it is, else when the entity's head still knows it; otherwise ALREADY_EXISTS,
+// a definite answer without the original result.
+func (w *Worker) duplicate(ctx context.Context, key entity.Key, commandID string, seq uint64) (*cospb.ProcessCommandResponse, bool, error) {
+	if seq > 0 {
+		return w.replay(ctx, key, eventlog.Head{}, commandID, seq)
+	}
+	if head, err := w.deps.Store.Last(ctx, key); err == nil {
+		if s, ok := head.Applied(commandID); ok {
+			return w.replay(ctx, key, head, commandID, s)
+		}
+	}
+	w.replays.Add(1)
+	return nil, false, status.Errorf(codes.AlreadyExists,
+		"command %s was already applied (the event store remembers its id); its original result is no longer at hand, nothing was stored again", commandID)
 }
 
 // settle decides an append that failed without a conflict. A definite failure stored nothing. Otherwise

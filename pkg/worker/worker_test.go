@@ -310,3 +310,38 @@ func TestTooManyEventsAreInvalid(t *testing.T) {
 		t.Fatalf("revision %d", rev)
 	}
 }
+
+// A retry that comes after more commands than the entity's headers remember is still recognised: the
+// event stream's deduplication window knows the command id. A single event is answered with its
+// original result; a batch with ALREADY_EXISTS. Nothing is stored twice.
+func TestRetryBeyondTheRememberedCommandsIsRecognised(t *testing.T) {
+	r := newRig(t)
+	r.store.passthrough = true
+	r.cfg.IdempotencyWindow = 0 // the head remembers its own command only
+	w, err := worker.New(r.cfg, worker.Deps{Conn: r.nc, Store: r.store, Cache: noCache{}, Handler: r.handlerClient, Logger: costest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.w = w
+	for _, c := range []struct{ cmd, id string }{{"add:1", "first"}, {"add:1", "second"}} {
+		if _, err := r.execute(t, "win", c.cmd, c.id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := r.execute(t, "win", "add:1", "first")
+	if err != nil || resp.GetMeta().GetRevisionNumber() != 1 || costest.Value(resp.GetState()) != 1 {
+		t.Fatalf("retry of the first command: %v %v; want its original result (revision 1)", resp, err)
+	}
+	if _, err := r.execute(t, "win", "multi:2", "batch"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.execute(t, "win", "add:1", "after"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.execute(t, "win", "multi:2", "batch"); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("retry of a batch: %v, want ALREADY_EXISTS", err)
+	}
+	if rev := r.revision(t, "win"); rev != 5 {
+		t.Fatalf("revision %d, want 5: a retry was stored again", rev)
+	}
+}

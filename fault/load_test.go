@@ -1,0 +1,165 @@
+package fault
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
+	"github.com/cosnats/cosnats/internal/costest"
+)
+
+// op is one client operation: a command (with its id, retried until it is answered OK) or a read.
+type op struct {
+	client   int
+	entity   string
+	id       string // command id; "" for a GetState
+	call     time.Time
+	ret      time.Time // zero while unanswered
+	rev      uint32    // the revision answered (for a read: 0 = NOT_FOUND)
+	state    int64
+	ok       bool // answered OK
+	attempts int
+}
+
+// load runs clients that send commands (with command ids, retried on any error with the same id, as the
+// README advises) and reads to the gateways, recording every operation.
+type load struct {
+	gateways []cospb.ChiefOfStateServiceClient
+	entities []string
+	start    time.Time
+
+	mu  sync.Mutex
+	ops []*op
+
+	stopping atomic.Bool
+	wg       sync.WaitGroup
+	codes    sync.Map // codes.Code → *atomic.Int64: answers other than OK, by code
+}
+
+func newLoad(gateways []cospb.ChiefOfStateServiceClient, entities int) *load {
+	l := &load{gateways: gateways, start: time.Now()}
+	for i := range entities {
+		l.entities = append(l.entities, fmt.Sprintf("acct-%d", i))
+	}
+	return l
+}
+
+// run starts n clients.
+func (l *load) run(n int) {
+	for c := range n {
+		l.wg.Go(func() { l.client(c) })
+	}
+}
+
+// stop ends the clients; an operation in progress is still retried for up to grace.
+func (l *load) stop() { l.stopping.Store(true); l.wg.Wait() }
+
+// retryFor is how long a client keeps retrying one command after the load is stopped.
+const retryFor = 90 * time.Second
+
+func (l *load) client(c int) {
+	rng := rand.New(rand.NewPCG(uint64(c), uint64(time.Now().UnixNano())))
+	for n := 0; !l.stopping.Load(); n++ {
+		entity := l.entities[rng.IntN(len(l.entities))]
+		o := &op{client: c, entity: entity, call: time.Now()}
+		if rng.IntN(10) == 0 {
+			l.read(o, c+n)
+		} else {
+			o.id = fmt.Sprintf("c%d-%d", c, n)
+			l.command(o, c+n)
+		}
+		l.mu.Lock()
+		l.ops = append(l.ops, o)
+		l.mu.Unlock()
+	}
+}
+
+// command sends one command until a gateway answers OK; it gives up (leaving the outcome to the log)
+// only when the load is stopping and it has retried for retryFor.
+func (l *load) command(o *op, seq int) {
+	var stoppedAt time.Time
+	backoff := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		gw := l.gateways[(seq+attempt)%len(l.gateways)]
+		o.attempts++
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		ctx = metadata.AppendToOutgoingContext(ctx, "x-cos-command-id", o.id)
+		resp, err := gw.ProcessCommand(ctx, &cospb.ProcessCommandRequest{EntityId: o.entity, Command: costest.Cmd("add:1")})
+		cancel()
+		if err == nil {
+			o.ret, o.ok = time.Now(), true
+			o.rev, o.state = resp.GetMeta().GetRevisionNumber(), costest.Value(resp.GetState())
+			return
+		}
+		l.count(status.Code(err))
+		if l.stopping.Load() {
+			if stoppedAt.IsZero() {
+				stoppedAt = time.Now()
+			}
+			if time.Since(stoppedAt) > retryFor {
+				return
+			}
+		}
+		time.Sleep(backoff + time.Duration(rand.Int64N(int64(backoff))))
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// read asks a gateway for the entity's state once; a failed read is not recorded as an answer.
+func (l *load) read(o *op, seq int) {
+	gw := l.gateways[seq%len(l.gateways)]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o.attempts = 1
+	resp, err := gw.GetState(ctx, &cospb.GetStateRequest{EntityId: o.entity})
+	switch {
+	case err == nil:
+		o.ret, o.ok = time.Now(), true
+		o.rev, o.state = resp.GetMeta().GetRevisionNumber(), costest.Value(resp.GetState())
+	case status.Code(err) == codes.NotFound:
+		o.ret, o.ok = time.Now(), true
+	default:
+		l.count(status.Code(err))
+	}
+}
+
+func (l *load) count(c codes.Code) {
+	v, _ := l.codes.LoadOrStore(c, new(atomic.Int64))
+	v.(*atomic.Int64).Add(1)
+}
+
+// answers reports the non-OK answers so far, by code.
+func (l *load) answers() map[codes.Code]int64 {
+	out := map[codes.Code]int64{}
+	l.codes.Range(func(k, v any) bool {
+		out[k.(codes.Code)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return out
+}
+
+// snapshot copies the operations recorded so far.
+func (l *load) snapshot() []*op {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]*op(nil), l.ops...)
+}
+
+// acked counts the commands answered OK so far.
+func (l *load) acked() int {
+	n := 0
+	for _, o := range l.snapshot() {
+		if o.id != "" && o.ok {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,339 @@
+package fault
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc/codes"
+
+	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
+	"github.com/cosnats/cosnats/pkg/layout"
+)
+
+// scenario is one fault: run injects it, lets it last, and restores what it broke.
+type scenario struct {
+	name string
+	run  func(ctx context.Context, s *suite) error
+	// noUnknown: the fault must not leave any caller with an UNKNOWN outcome (graceful shutdowns).
+	noUnknown bool
+}
+
+// window is what happened during one scenario.
+type window struct {
+	name       string
+	from, to   time.Time
+	recovered  time.Duration // from the injection until every process was ready and commands flowed
+	answers    map[codes.Code]int64
+	exits      []string
+	noUnknown  bool
+	recoverErr error
+}
+
+type suite struct {
+	t    *testing.T
+	tp   *topology
+	load *load
+	nc   *nats.Conn
+	rng  *rand.Rand
+}
+
+func TestFaultSuite(t *testing.T) {
+	tp := newTopology(t)
+	ctx := context.Background()
+	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	up, err := tp.startAllAtOnce(startCtx)
+	cancel()
+	if err != nil {
+		t.Fatalf("all processes started at once on an empty cluster: %v", err)
+	}
+	t.Logf("everything started at once on an empty cluster: all ready after %v", up.Round(time.Millisecond))
+	nc, err := tp.nats.connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	s := &suite{t: t, tp: tp, nc: nc, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))}
+	s.load = newLoad(tp.clients(), 24)
+	s.load.run(8)
+	if err := s.flowing(ctx, 50, time.Minute); err != nil {
+		t.Fatalf("no commands flow after start-up: %v", err)
+	}
+
+	all := scenarios()
+	var windows []window
+	runOne := func(sc scenario) {
+		w := window{name: sc.name, from: time.Now(), answers: s.load.answers(), noUnknown: sc.noUnknown}
+		exitsBefore := len(tp.unaskedExits())
+		if err := sc.run(ctx, s); err != nil {
+			t.Errorf("%s: %v", sc.name, err)
+		}
+		w.recoverErr = s.recover(ctx)
+		w.recovered = time.Since(w.from)
+		w.to = time.Now()
+		after := s.load.answers()
+		for c, n := range after {
+			w.answers[c] = n - w.answers[c]
+		}
+		w.exits = tp.unaskedExits()[exitsBefore:]
+		windows = append(windows, w)
+		t.Logf("%-34s recovered after %v; answers other than OK: %v", sc.name, w.recovered.Round(time.Millisecond), w.answers)
+	}
+	for _, sc := range all {
+		runOne(sc)
+	}
+	if d, err := time.ParseDuration(os.Getenv("COS_FAULT_SOAK")); err == nil && d > 0 {
+		t.Logf("soak: repeating the faults in random order for %v", d)
+		for end := time.Now().Add(d); time.Now().Before(end); {
+			runOne(all[s.rng.IntN(len(all))])
+		}
+	}
+	s.load.stop()
+	s.finalChecks(ctx, windows)
+}
+
+// flowing waits until n more commands are acknowledged.
+func (s *suite) flowing(ctx context.Context, n int, within time.Duration) error {
+	base := s.load.acked()
+	deadline := time.Now().Add(within)
+	for s.load.acked() < base+n {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d commands acknowledged in %v, want %d", s.load.acked()-base, within, n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// recover waits until every node is healthy, every process ready, and commands are acknowledged again.
+func (s *suite) recover(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := s.tp.nats.healthy(rctx); err != nil {
+		return err
+	}
+	if err := waitReady(rctx, s.tp.ours()); err != nil {
+		return err
+	}
+	return s.flowing(rctx, 20, time.Minute)
+}
+
+// hold lets a fault last.
+func hold(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func restart(p *proc) error {
+	p.kill()
+	return p.start()
+}
+
+func scenarios() []scenario {
+	kill9 := func(name string, pick func(*topology) []*proc) scenario {
+		return scenario{name: "kill -9 " + name, run: func(ctx context.Context, s *suite) error {
+			ps := pick(s.tp)
+			p := ps[s.rng.IntN(len(ps))]
+			p.kill()
+			hold(ctx, 2*time.Second)
+			return p.start()
+		}}
+	}
+	return []scenario{
+		kill9("a worker", func(tp *topology) []*proc { return tp.workers }),
+		kill9("a gateway", func(tp *topology) []*proc { return tp.gateways }),
+		kill9("a projector", func(tp *topology) []*proc { return tp.projectors }),
+		{name: "kill -9 a NATS node, restart it", run: func(ctx context.Context, s *suite) error {
+			n := s.tp.nats.nodes[s.rng.IntN(clusterSize)]
+			n.kill()
+			hold(ctx, 5*time.Second)
+			return n.start()
+		}},
+		{name: "drop every client connection x3", run: func(ctx context.Context, s *suite) error {
+			for range 3 {
+				s.tp.nats.dropClientConnections()
+				hold(ctx, time.Second)
+			}
+			return nil
+		}},
+		{name: "partition a NATS node for 12s", run: func(ctx context.Context, s *suite) error {
+			k := s.rng.IntN(clusterSize)
+			s.tp.nats.partition(k)
+			hold(ctx, 12*time.Second)
+			s.tp.nats.heal(k)
+			return nil
+		}},
+		{name: "stream and consumer leader step-downs", run: func(ctx context.Context, s *suite) error {
+			return s.stepDowns(ctx)
+		}},
+		{name: "slow read side (300 ms calls) for 8s", run: func(ctx context.Context, s *suite) error {
+			s.tp.readSide.SetFail(func(ctx context.Context, _ *cospb.HandleReadSideRequest) (bool, error) {
+				select {
+				case <-time.After(300 * time.Millisecond):
+					return true, nil
+				case <-ctx.Done():
+					return false, ctx.Err()
+				}
+			})
+			hold(ctx, 8*time.Second)
+			s.tp.readSide.SetFail(nil)
+			return nil
+		}},
+		{name: "failing read side (30%) for 8s", run: func(ctx context.Context, s *suite) error {
+			s.tp.readSide.SetFail(func(context.Context, *cospb.HandleReadSideRequest) (bool, error) {
+				return rand.IntN(10) >= 3, nil
+			})
+			hold(ctx, 8*time.Second)
+			s.tp.readSide.SetFail(nil)
+			return nil
+		}},
+		{name: "the write handler dies for 3s", run: func(ctx context.Context, s *suite) error {
+			s.tp.handlerSrv.stop()
+			hold(ctx, 3*time.Second)
+			return s.tp.handlerSrv.start()
+		}},
+		{name: "rolling restart (SIGTERM) of every process", noUnknown: true, run: func(ctx context.Context, s *suite) error {
+			for _, p := range s.tp.ours() {
+				if !p.term(20 * time.Second) {
+					return fmt.Errorf("%s did not exit within 20s of SIGTERM", p.name)
+				}
+				if err := p.start(); err != nil {
+					return err
+				}
+				rctx, cancel := context.WithTimeout(ctx, time.Minute)
+				err := waitReady(rctx, s.tp.ours())
+				if err == nil {
+					err = s.flowing(rctx, 100, time.Minute) // under load before the next one goes
+				}
+				cancel()
+				if err != nil {
+					return fmt.Errorf("after restarting %s: %w", p.name, err)
+				}
+			}
+			return nil
+		}},
+	}
+}
+
+// stepDowns asks the event stream's leader and every read-side consumer's leader to step down.
+func (s *suite) stepDowns(ctx context.Context) error {
+	lay := layout.Default()
+	subjects := []string{"$JS.API.STREAM.LEADER.STEPDOWN." + lay.EventStream()}
+	for shard := range numShards {
+		subjects = append(subjects, fmt.Sprintf("$JS.API.CONSUMER.LEADER.STEPDOWN.%s.%s", lay.EventStream(), lay.ReadSideConsumer("rs", shard)))
+	}
+	for _, subj := range subjects {
+		if _, err := s.nc.Request(subj, nil, 10*time.Second); err != nil {
+			return fmt.Errorf("%s: %w", subj, err)
+		}
+		hold(ctx, 500*time.Millisecond)
+	}
+	return nil
+}
+
+// finalChecks checks the guarantees over the whole run and prints each scenario's figures.
+func (s *suite) finalChecks(ctx context.Context, windows []window) {
+	t, tp := s.t, s.tp
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	if err := tp.nats.healthy(rctx); err != nil {
+		t.Errorf("at the end: %v", err)
+	}
+	if err := waitReady(rctx, tp.ours()); err != nil {
+		t.Errorf("at the end, not every process is ready: %v", err)
+	}
+	cancel()
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, layout.Default().EventStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := s.load.snapshot()
+	v := check(ctx, stream, s.load.entities, ops, s.load.start)
+	// The read side must end up with every revision.
+	want := map[string]uint32{}
+	for _, id := range s.load.entities {
+		log, err := readLog(ctx, stream, id)
+		if err == nil {
+			want[id] = uint32(len(log))
+		}
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for !allDelivered(tp.readSide, want) && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	rsProblems := readSideProblems(tp.readSide, want)
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%-40s %8s %8s %6s %6s %5s %5s %9s %8s\n", "scenario", "acked", "retried", "lost", "dup", "unkn", "exits", "recovery", "")
+	var totalAcked, totalRetried int
+	for _, w := range windows {
+		var acked, retried, lost, dup int
+		for _, o := range ops {
+			if o.id == "" || o.call.Before(w.from) || !o.call.Before(w.to) {
+				continue
+			}
+			if o.ok {
+				acked++
+			}
+			if o.attempts > 1 {
+				retried++
+			}
+			if v.lost[o.id] {
+				lost++
+			}
+			if v.duplicated[o.id] {
+				dup++
+			}
+		}
+		totalAcked += acked
+		totalRetried += retried
+		note := ""
+		if w.recoverErr != nil {
+			note = "NOT RECOVERED"
+			t.Errorf("%s: did not recover: %v", w.name, w.recoverErr)
+		}
+		if len(w.exits) > 0 {
+			t.Errorf("%s: processes exited by themselves: %v", w.name, w.exits)
+		}
+		if w.noUnknown && w.answers[codes.Unknown] > 0 {
+			t.Errorf("%s: %d commands were answered UNKNOWN during a graceful restart", w.name, w.answers[codes.Unknown])
+		}
+		fmt.Fprintf(&b, "%-40s %8d %8d %6d %6d %5d %5d %9s %8s\n", w.name, acked, retried, lost, dup, w.answers[codes.Unknown],
+			len(w.exits), w.recovered.Round(100*time.Millisecond), note)
+	}
+	codesSeen := s.load.answers()
+	keys := make([]string, 0, len(codesSeen))
+	for c, n := range codesSeen {
+		keys = append(keys, fmt.Sprintf("%s=%d", c, n))
+	}
+	sort.Strings(keys)
+	fmt.Fprintf(&b, "whole run: %d commands acknowledged (%d retried at least once), %d given up by their client, %d events in the log, "+
+		"%d entities out of order, %d read-side deliveries; answers other than OK: %s\n",
+		totalAcked, totalRetried, v.unresolved, v.applied, len(v.reordered), tp.readSide.Total(), strings.Join(keys, " "))
+	t.Log(b.String())
+	if exits := tp.unaskedExits(); len(exits) > 0 {
+		t.Errorf("processes exited by themselves:\n%s", strings.Join(exits, "\n"))
+	}
+	if len(v.problems) > 0 {
+		t.Errorf("the guarantees do not hold:\n%s", joinLines(v.problems, 40))
+	}
+	if len(rsProblems) > 0 {
+		t.Errorf("the read side:\n%s", joinLines(rsProblems, 40))
+	}
+}
