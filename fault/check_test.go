@@ -63,7 +63,9 @@ type verdict struct {
 	applied    int             // events in the logs
 }
 
-func (v *verdict) fail(format string, args ...any) { v.problems = append(v.problems, fmt.Sprintf(format, args...)) }
+func (v *verdict) fail(format string, args ...any) {
+	v.problems = append(v.problems, fmt.Sprintf(format, args...))
+}
 
 // opInput is an operation's input for the model.
 type opInput struct {

@@ -20,8 +20,8 @@ import (
 // be partitioned from the others and from its clients, or its connections dropped.
 type natsCluster struct {
 	nodes   []*proc
-	monitor []string             // host:port of each node's monitoring endpoint
-	clients []*faultproxy.Proxy  // per node: clients → node
+	monitor []string              // host:port of each node's monitoring endpoint
+	clients []*faultproxy.Proxy   // per node: clients → node
 	routes  [][]*faultproxy.Proxy // [from][to]: node from → node to
 }
 

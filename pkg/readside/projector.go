@@ -69,7 +69,7 @@ type Projector struct {
 
 	delivered, failures, restarts atomic.Uint64
 	bound                         atomic.Int64
-	runners             map[string]*shardRunner // by control subject
+	runners                       map[string]*shardRunner // by control subject
 }
 
 // New builds a projector; it starts nothing.
