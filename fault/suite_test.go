@@ -49,12 +49,13 @@ func TestFaultSuite(t *testing.T) {
 	tp := newTopology(t)
 	ctx := context.Background()
 	startCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	began := time.Now()
 	up, err := tp.startAllAtOnce(startCtx)
 	cancel()
 	if err != nil {
-		t.Fatalf("all processes started at once on an empty cluster: %v", err)
+		t.Fatalf("all processes started at once before NATS, on an empty cluster: %v", err)
 	}
-	t.Logf("everything started at once on an empty cluster: all ready after %v", up.Round(time.Millisecond))
+	t.Logf("every process started at once, NATS 2s later, on an empty cluster: all ready after %v", up.Round(time.Millisecond))
 	nc, err := tp.nats.connect()
 	if err != nil {
 		t.Fatal(err)
@@ -66,9 +67,9 @@ func TestFaultSuite(t *testing.T) {
 	if err := s.flowing(ctx, 50, time.Minute); err != nil {
 		t.Fatalf("no commands flow after start-up: %v", err)
 	}
+	windows := []window{{name: "start-up: all at once, NATS 2s later", from: began, to: time.Now(), recovered: up, answers: s.load.answers()}}
 
 	all := scenarios()
-	var windows []window
 	runOne := func(sc scenario) {
 		w := window{name: sc.name, from: time.Now(), answers: s.load.answers(), noUnknown: sc.noUnknown}
 		exitsBefore := len(tp.unaskedExits())

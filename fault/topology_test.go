@@ -158,22 +158,34 @@ func newTopology(t *testing.T) *topology {
 	return tp
 }
 
-// startAllAtOnce launches the NATS nodes and every process of ours at the same moment, on an empty
-// cluster (what a fresh install does), and waits until all are ready.
+// startAllAtOnce launches every process of ours at the same moment, before NATS is up, and the NATS
+// nodes at once two seconds later, on an empty cluster (what a fresh install does when everything
+// comes up together), and waits until all are ready.
 func (tp *topology) startAllAtOnce(ctx context.Context) (time.Duration, error) {
 	began := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(tp.all()))
-	for _, p := range tp.all() {
-		wg.Go(func() {
-			if err := p.start(); err != nil {
-				errs <- err
-			}
-		})
+	startAll := func(ps []*proc) error {
+		var wg sync.WaitGroup
+		errs := make(chan error, len(ps))
+		for _, p := range ps {
+			wg.Go(func() {
+				if err := p.start(); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		return <-errs
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := startAll(tp.ours()); err != nil {
+		return 0, err
+	}
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(2 * time.Second):
+	}
+	if err := startAll(tp.nats.nodes); err != nil {
 		return 0, err
 	}
 	if err := tp.nats.healthy(ctx); err != nil {

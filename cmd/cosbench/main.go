@@ -10,6 +10,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -21,12 +23,17 @@ import (
 	"time"
 
 	"github.com/cosnats/cosnats/pkg/bench"
+	"github.com/cosnats/cosnats/pkg/config"
 	"github.com/cosnats/cosnats/pkg/natsembed"
+	"github.com/cosnats/cosnats/pkg/node"
 )
 
 func main() {
 	if dir := os.Getenv("COSBENCH_NATS_DIR"); dir != "" {
 		os.Exit(serveNATS(dir))
+	}
+	if os.Getenv("COSBENCH_WORKER") == "1" {
+		os.Exit(serveWorker())
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -92,7 +99,7 @@ func run(ctx context.Context) error {
 	}
 	defer os.RemoveAll(tmp)
 	o.Dir = tmp
-	o.ChildNATS = childNATS
+	o.ChildNATS, o.ChildWorker = childNATS, childWorker
 	report, err := bench.Run(ctx, o)
 	if err != nil {
 		return err
@@ -140,6 +147,47 @@ func childNATS(dir string) (string, int, func(), error) {
 		return "", 0, nil, fmt.Errorf("child nats-server: %w", err)
 	}
 	return strings.TrimSpace(line), cmd.Process.Pid, stop, nil
+}
+
+// childWorker starts this binary again as a worker configured by env (so its memory can be read apart),
+// and returns once it takes commands.
+func childWorker(env []string) (int, func(), error) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(append(os.Environ(), env...), "COSBENCH_WORKER=1")
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, nil, err
+	}
+	stop := func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }
+	if _, err := bufio.NewReader(stdout).ReadString('\n'); err != nil {
+		stop()
+		return 0, nil, fmt.Errorf("child worker: %w", err)
+	}
+	return cmd.Process.Pid, stop, nil
+}
+
+// serveWorker is the child: a worker from the environment, until SIGTERM; it prints a line once ready.
+func serveWorker() int {
+	cfg, log, err := config.Load(os.Environ(), os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		return 1
+	}
+	if addr := os.Getenv("COSBENCH_WORKER_PPROF"); addr != "" {
+		go func() { _ = http.ListenAndServe(addr, nil) }() // net/http/pprof, to profile the worker apart
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err = node.Run(ctx, cfg, node.Options{Roles: node.Roles{Worker: true}, Logger: log, Ready: func(node.Info) { fmt.Println("ready") }})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		return 1
+	}
+	return 0
 }
 
 // serveNATS is the child: a nats-server with JetStream on a loopback port, until SIGTERM.

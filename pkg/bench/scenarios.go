@@ -26,6 +26,7 @@ type Options struct {
 	Replication   bool                                                           // run scenario 8's sync-always and R3 setups
 	NATSURL       string                                                         // use an external NATS instead of the embedded one (scenarios 1–6)
 	ChildNATS     func(dir string) (url string, pid int, stop func(), err error) // a nats-server in its own process, for memory readings
+	ChildWorker   func(env []string) (pid int, stop func(), err error)           // a worker in its own process (env: its COS_* settings)
 	Log           func(format string, args ...any)
 	// Only, when not empty, lists the scenarios to run by number ("1", "2", … as in BENCHMARKS.md).
 	Only []string
@@ -180,6 +181,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 			add(ours)
 			add(fl)
+		}
+	}
+
+	// 10: a worker's memory under overload.
+	if o.ChildNATS != nil && o.ChildWorker != nil && o.want("10") {
+		results, err := overload(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		for _, res := range results {
+			add(res)
 		}
 	}
 

@@ -14,21 +14,21 @@ import (
 type job struct {
 	subject string
 	req     *natspb.CommandRequest
-	size    int64 // encoded size, counted against the pending-bytes bound until the job starts
+	size    int64 // encoded size, counted against the pending-bytes bound until the job ends
 	done    func(*natspb.CommandReply)
 }
 
 // Refusals: a refused job was not started, so "not processed" is true.
 var (
 	errStopping    = status.Error(codes.Unavailable, "the worker is stopping; the command was not processed")
-	errOverloaded  = status.Error(codes.Unavailable, "the worker is overloaded (COS_WORKER_MAX_PENDING_BYTES of commands are waiting); the command was not processed")
+	errOverloaded  = status.Error(codes.Unavailable, "the worker is overloaded (it holds COS_WORKER_MAX_PENDING_BYTES of commands); the command was not processed")
 	errEntityQueue = status.Error(codes.Unavailable, "too many commands are waiting for this entity (COS_WORKER_MAX_ENTITY_QUEUE); the command was not processed")
 )
 
 // limits bound what a serializer holds.
 type limits struct {
 	runs         int   // entity runs in progress at once (pool goroutines, and inline runs)
-	pendingBytes int64 // encoded bytes of accepted jobs not yet started
+	pendingBytes int64 // encoded bytes of accepted jobs not yet finished (waiting or running)
 	entityQueue  int   // jobs waiting behind the one in progress, per entity
 }
 
@@ -37,9 +37,10 @@ type limits struct {
 // itself on the expected-sequence check. Entity runs go to a pool of long-lived goroutines: a fresh
 // goroutine per command would grow its stack through the gRPC and NATS calls every time.
 //
-// Submitting never blocks: a job that cannot start at once waits in memory, and what waits is bounded
-// (bytes overall, jobs per entity). Beyond the bounds a job is refused at once, so a NATS subscriber
-// never falls behind and commands are never dropped unanswered.
+// Submitting never blocks: a job that cannot start at once waits in memory, and what is held is bounded
+// (the bytes of every accepted job not yet finished, and the jobs waiting per entity). Beyond the bounds
+// a job is refused at once, so a NATS subscriber does not fall behind and commands are not dropped
+// unanswered.
 type serializer struct {
 	run func(job)
 	lim limits
@@ -51,7 +52,7 @@ type serializer struct {
 	poolDone bool       // pool goroutines exit
 	busy     map[string][]job
 	ready    []job // first jobs of entity runs waiting for a pool goroutine
-	pending  int64 // bytes of jobs in busy queues and in ready
+	pending  int64 // bytes of accepted jobs not yet finished
 	running  int   // jobs running (pool and inline)
 	spawned  int
 	idle     int // pool goroutines waiting and not yet woken
@@ -97,8 +98,13 @@ func (s *serializer) submit(j job, inline bool) error {
 		s.mu.Unlock()
 		return nil
 	}
+	if s.pending+j.size > s.lim.pendingBytes {
+		s.mu.Unlock()
+		return errOverloaded
+	}
+	s.busy[j.subject] = nil
+	s.pending += j.size
 	if inline && s.inline < s.lim.runs {
-		s.busy[j.subject] = nil
 		s.inline++
 		s.running++
 		run := s.run
@@ -107,29 +113,23 @@ func (s *serializer) submit(j job, inline bool) error {
 		s.mu.Lock()
 		s.inline--
 		s.running--
+		s.pending -= j.size
 		if next, more := s.next(j.subject); more {
-			s.pending -= next.size // counted again as ready
 			s.makeReady(next)
 		}
 		s.quietCheck()
 		s.mu.Unlock()
 		return nil
 	}
-	if s.pending+j.size > s.lim.pendingBytes {
-		s.mu.Unlock()
-		return errOverloaded
-	}
-	s.busy[j.subject] = nil
 	s.makeReady(j)
 	s.mu.Unlock()
 	return nil
 }
 
 // makeReady queues the first job of an entity run for the pool, waking an idle goroutine or starting
-// one while fewer than limits.runs exist (s.mu held).
+// one while fewer than limits.runs exist (s.mu held). Its bytes are already counted.
 func (s *serializer) makeReady(j job) {
 	s.ready = append(s.ready, j)
-	s.pending += j.size
 	switch {
 	case s.idle > 0:
 		s.idle--
@@ -171,7 +171,6 @@ func (s *serializer) worker() {
 		j := s.ready[0]
 		s.ready[0] = job{}
 		s.ready = s.ready[1:]
-		s.pending -= j.size
 		// Run the entity's jobs one after the other.
 		for {
 			s.running++
@@ -180,11 +179,11 @@ func (s *serializer) worker() {
 			run(j)
 			s.mu.Lock()
 			s.running--
+			s.pending -= j.size
 			next, more := s.next(j.subject)
 			if !more {
 				break
 			}
-			s.pending -= next.size
 			j = next
 		}
 		s.quietCheck()
@@ -218,7 +217,9 @@ func (s *serializer) stop(ctx context.Context, refuse func(job)) {
 				left = append(left, q...)
 				s.busy[subject] = nil
 			}
-			s.pending = 0
+			for _, j := range left {
+				s.pending -= j.size
+			}
 			s.mu.Unlock()
 			for _, j := range left {
 				refuse(j)

@@ -44,7 +44,7 @@ type Config struct {
 	IdempotencyWindow int
 	MaxCommandBytes   int
 	MaxConcurrent     int   // entities processed at once by this worker; 0 = 1024
-	MaxPendingBytes   int64 // encoded commands held but not started; 0 = 64 MiB
+	MaxPendingBytes   int64 // encoded commands held (waiting or running); 0 = 64 MiB
 	MaxEntityQueue    int   // commands of one entity held behind the running one; 0 = 256
 	// DrainTimeout bounds the drain when Run's context ends: queued commands not started by then are
 	// answered "not processed"; 0 = 25 s.
@@ -154,9 +154,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
 	}
-	// onMsg only decodes and queues (or refuses), so messages never pile up in the subscription; the
-	// bound below is a last resort far above what the queue itself accepts.
-	if err := sub.SetPendingLimits(-1, int(min(4*w.cfg.MaxPendingBytes, 1<<40))); err != nil {
+	// onMsg only decodes and queues (or refuses), so messages pile up in the subscription only when the
+	// process cannot even read what it is sent; then, past this bound, the client drops them (their
+	// callers hear nothing and retry) rather than let memory grow without end.
+	if err := sub.SetPendingLimits(-1, int(min(w.cfg.MaxPendingBytes, 1<<40))); err != nil {
 		return fmt.Errorf("set pending limits: %w", err)
 	}
 	if err := w.deps.Conn.Flush(); err != nil {
