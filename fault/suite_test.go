@@ -281,7 +281,7 @@ func (s *suite) finalChecks(ctx context.Context, windows []window) {
 	rsProblems := readSideProblems(tp.readSide, want)
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%-40s %8s %8s %6s %6s %5s %5s %9s %8s\n", "scenario", "acked", "retried", "lost", "dup", "unkn", "exits", "recovery", "")
+	fmt.Fprintf(&b, "\n%-40s %8s %8s %6s %6s %6s %5s %5s %9s %8s\n", "scenario", "acked", "retried", "lost", "dup", "reord", "unkn", "exits", "recovery", "")
 	var totalAcked, totalRetried int
 	for _, w := range windows {
 		var acked, retried, lost, dup int
@@ -302,6 +302,7 @@ func (s *suite) finalChecks(ctx context.Context, windows []window) {
 				dup++
 			}
 		}
+		reord := reordered(ops, w.from, w.to)
 		totalAcked += acked
 		totalRetried += retried
 		note := ""
@@ -315,7 +316,10 @@ func (s *suite) finalChecks(ctx context.Context, windows []window) {
 		if w.noUnknown && w.answers[codes.Unknown] > 0 {
 			t.Errorf("%s: %d commands were answered UNKNOWN during a graceful restart", w.name, w.answers[codes.Unknown])
 		}
-		fmt.Fprintf(&b, "%-40s %8d %8d %6d %6d %5d %5d %9s %8s\n", w.name, acked, retried, lost, dup, w.answers[codes.Unknown],
+		if reord > 0 {
+			t.Errorf("%s: %d acknowledged commands were applied in another order than their clients saw", w.name, reord)
+		}
+		fmt.Fprintf(&b, "%-40s %8d %8d %6d %6d %6d %5d %5d %9s %8s\n", w.name, acked, retried, lost, dup, reord, w.answers[codes.Unknown],
 			len(w.exits), w.recovered.Round(100*time.Millisecond), note)
 	}
 	codesSeen := s.load.answers()
@@ -337,4 +341,38 @@ func (s *suite) finalChecks(ctx context.Context, windows []window) {
 	if len(rsProblems) > 0 {
 		t.Errorf("the read side:\n%s", joinLines(rsProblems, 40))
 	}
+}
+
+// reordered counts the acknowledged commands that started in [from, to) and were applied before a
+// command of the same entity that had been acknowledged before they were sent (a lower revision than
+// something that finished earlier).
+func reordered(ops []*op, from, to time.Time) int {
+	byEntity := map[string][]*op{}
+	for _, o := range ops {
+		if o.id != "" && o.ok {
+			byEntity[o.entity] = append(byEntity[o.entity], o)
+		}
+	}
+	n := 0
+	for _, es := range byEntity {
+		sort.Slice(es, func(i, j int) bool { return es[i].ret.Before(es[j].ret) })
+		prefixMax := make([]uint32, len(es)) // highest revision among es[:i+1]
+		for i, o := range es {
+			prefixMax[i] = o.rev
+			if i > 0 {
+				prefixMax[i] = max(prefixMax[i], prefixMax[i-1])
+			}
+		}
+		for _, o := range es {
+			if o.call.Before(from) || !o.call.Before(to) {
+				continue
+			}
+			// The commands that returned before o was sent must all have lower revisions.
+			k := sort.Search(len(es), func(i int) bool { return !es[i].ret.Before(o.call) })
+			if k > 0 && prefixMax[k-1] >= o.rev {
+				n++
+			}
+		}
+	}
+	return n
 }

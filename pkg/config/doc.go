@@ -2,8 +2,10 @@
 // chief-of-state service.
 //
 // The variables are those of the original chief-of-state (section 5 of the contract), plus the
-// NATS settings that are new to this project (COS_NATS_*, COS_DATA_DIR) and a few tuning knobs
-// (COS_CONFLICT_RETRIES, COS_MAX_COMMAND_BYTES, COS_IDEMPOTENCY_WINDOW, COS_STATE_CACHE_ENTRIES).
+// NATS settings that are new to this project (COS_NATS_*, COS_DATA_DIR), operations (COS_METRICS_ADDRESS,
+// COS_SHUTDOWN_TIMEOUT) and a few tuning knobs (COS_CONFLICT_RETRIES, COS_MAX_COMMAND_BYTES,
+// COS_IDEMPOTENCY_WINDOW, COS_STATE_CACHE_ENTRIES, COS_STATE_CACHE_BYTES, COS_WORKER_MAX_PENDING_BYTES,
+// COS_WORKER_MAX_ENTITY_QUEUE).
 //
 // FromEnv parses an environment in os.Environ form, applies defaults and reports every problem
 // at once (errors.Join), each message starting with the name of the offending variable. Variables

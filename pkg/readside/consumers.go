@@ -65,8 +65,8 @@ func Ensure(ctx context.Context, js jetstream.JetStream, lay layout.Layout, rs c
 	}
 	have := c.CachedInfo().Config
 	if have.FilterSubject != want.FilterSubject {
-		return nil, fmt.Errorf("consumer %s filters %q, expected %q: COS_NUM_SHARDS or the prefix changed; delete it to start over",
-			want.Durable, have.FilterSubject, want.FilterSubject)
+		return nil, fmt.Errorf("%w: consumer %s filters %q, expected %q: COS_NUM_SHARDS or the prefix changed; delete it to start over",
+			layout.ErrMismatch, want.Durable, have.FilterSubject, want.FilterSubject)
 	}
 	if have.AckWait != want.AckWait || have.MaxAckPending != want.MaxAckPending {
 		upd := have

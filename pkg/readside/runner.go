@@ -102,7 +102,7 @@ func (s *shardRunner) run(ctx context.Context) error {
 		close(s.tasks)
 		s.wg.Wait()
 	}()
-	if err := s.bind(ctx); err != nil {
+	if err := s.bind(ctx); err != nil || ctx.Err() != nil {
 		return err
 	}
 	s.p.onBound()
@@ -161,7 +161,10 @@ func (s *shardRunner) run(ctx context.Context) error {
 func (s *shardRunner) bind(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
 		_, err := Ensure(ctx, s.p.deps.JS, s.p.cfg.Layout, s.rs, s.shard)
-		if err == nil || errors.Is(err, layout.ErrMismatch) || ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil || errors.Is(err, layout.ErrMismatch):
 			return err
 		}
 		d := retryDelay(attempt)
