@@ -42,10 +42,22 @@ type load struct {
 	stopping atomic.Bool
 	wg       sync.WaitGroup
 	codes    sync.Map // codes.Code → *atomic.Int64: answers other than OK, by code
+
+	unknownMu sync.Mutex
+	unknowns  []answer // the UNKNOWN answers, with when they came
+
+	inflightMu sync.Mutex
+	inflight   map[*op]struct{} // operations not answered yet
+}
+
+// answer is one error answer a client got.
+type answer struct {
+	at  time.Time
+	msg string
 }
 
 func newLoad(gateways []cospb.ChiefOfStateServiceClient, entities int) *load {
-	l := &load{gateways: gateways, start: time.Now()}
+	l := &load{gateways: gateways, start: time.Now(), inflight: map[*op]struct{}{}}
 	for i := range entities {
 		l.entities = append(l.entities, fmt.Sprintf("acct-%d", i))
 	}
@@ -70,6 +82,9 @@ func (l *load) client(c int) {
 	for n := 0; !l.stopping.Load(); n++ {
 		entity := l.entities[rng.IntN(len(l.entities))]
 		o := &op{client: c, entity: entity, call: time.Now()}
+		l.inflightMu.Lock()
+		l.inflight[o] = struct{}{}
+		l.inflightMu.Unlock()
 		if rng.IntN(10) == 0 {
 			l.read(o, c+n)
 		} else {
@@ -79,6 +94,38 @@ func (l *load) client(c int) {
 		l.mu.Lock()
 		l.ops = append(l.ops, o)
 		l.mu.Unlock()
+		l.inflightMu.Lock()
+		delete(l.inflight, o)
+		l.inflightMu.Unlock()
+	}
+}
+
+// settle waits until every operation started before now has been answered, so that what comes next
+// is not blamed for the aftermath of what came before (a request lost with a killed worker is answered
+// UNKNOWN only when the gateway stops waiting for it).
+func (l *load) settle(ctx context.Context, within time.Duration) error {
+	t0 := time.Now()
+	deadline := t0.Add(within)
+	for {
+		older := 0
+		l.inflightMu.Lock()
+		for o := range l.inflight {
+			if o.call.Before(t0) {
+				older++
+			}
+		}
+		l.inflightMu.Unlock()
+		if older == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d operations started before %s still unanswered after %v", older, t0.Format("15:04:05.000"), within)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
@@ -100,6 +147,11 @@ func (l *load) command(o *op, seq int) {
 			return
 		}
 		l.count(status.Code(err))
+		if status.Code(err) == codes.Unknown {
+			l.unknownMu.Lock()
+			l.unknowns = append(l.unknowns, answer{at: time.Now(), msg: fmt.Sprintf("%s (entity %s, gateway %d)", err, o.entity, (seq+attempt)%len(l.gateways))})
+			l.unknownMu.Unlock()
+		}
 		if l.stopping.Load() {
 			if stoppedAt.IsZero() {
 				stoppedAt = time.Now()
@@ -162,4 +214,17 @@ func (l *load) acked() int {
 		}
 	}
 	return n
+}
+
+// unknownsIn returns the UNKNOWN answers that came in [from, to).
+func (l *load) unknownsIn(from, to time.Time) []string {
+	l.unknownMu.Lock()
+	defer l.unknownMu.Unlock()
+	var out []string
+	for _, a := range l.unknowns {
+		if !a.at.Before(from) && a.at.Before(to) {
+			out = append(out, a.at.Format("15:04:05.000")+" "+a.msg)
+		}
+	}
+	return out
 }
