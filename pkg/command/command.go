@@ -151,13 +151,26 @@ func eventsOf(resp *cospb.HandleCommandResponse) []*anypb.Any {
 	return out
 }
 
+// HandlerError is a failed call to the write handler. Its gRPC status reaches the caller unchanged
+// (code, message and details); the type only tells the handler's failures from this service's own.
+type HandlerError struct {
+	Call string // HandleCommand or HandleEvent
+	st   *status.Status
+}
+
+func (e *HandlerError) Error() string { return e.st.Err().Error() }
+
+// GRPCStatus is the handler's status, as status.FromError sees it.
+func (e *HandlerError) GRPCStatus() *status.Status { return e.st }
+
 // handlerError keeps a handler's gRPC status intact. A failure with no status (which grpc-go does not
 // produce for RPCs) becomes UNKNOWN naming the call.
 func handlerError(call string, err error) error {
-	if _, ok := status.FromError(err); ok {
-		return err
+	st, ok := status.FromError(err)
+	if !ok {
+		st = status.Newf(codes.Unknown, "%s failed: %v", call, err)
 	}
-	return status.Errorf(codes.Unknown, "%s failed: %v", call, err)
+	return &HandlerError{Call: call, st: st}
 }
 
 func callContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {

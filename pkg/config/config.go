@@ -105,7 +105,7 @@ type Config struct {
 	StateCacheBytes int64
 
 	// MetricsAddress (COS_METRICS_ADDRESS [0.0.0.0:9102]) is the host:port of the HTTP listener
-	// serving /healthz and /readyz; set it to an empty value to turn the listener off.
+	// serving /metrics, /healthz and /readyz; set it to an empty value to turn the listener off.
 	MetricsAddress string
 	// ShutdownTimeout (COS_SHUTDOWN_TIMEOUT, whole seconds [25], 1..3600) bounds the drain on
 	// SIGTERM: queued and running commands and in-flight read-side calls finish within it.

@@ -20,6 +20,7 @@ import (
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/pkg/entity"
 	"github.com/cosnats/cosnats/pkg/layout"
+	"github.com/cosnats/cosnats/pkg/telemetry"
 )
 
 // Message headers written with every event. Application headers never use the Nats- prefix.
@@ -226,9 +227,10 @@ type Append struct {
 // that an event fits in one NATS message before sending anything.
 func HeaderBytes(commandID string, recent Recent) int {
 	// NATS/1.0 line, the batch headers (id ≤ 22 characters, sequence ≤ 4 digits, commit) and the
-	// expected sequence (≤ 20 digits), each with its name and separators, with room to spare.
+	// expected sequence (≤ 20 digits), each with its name and separators, with room to spare; and the
+	// trace context.
 	const fixed = 320 // with Nats-Msg-Id
-	n := fixed + len(HeaderCommandID) + 4 + len(commandID)
+	n := fixed + telemetry.TraceHeaderBytes + len(HeaderCommandID) + 4 + len(commandID)
 	if len(recent) > 0 {
 		n += len(HeaderRecent) + 4 + len(recent.String())
 	}
@@ -256,6 +258,9 @@ func (l *Log) Append(ctx context.Context, a Append) (uint64, error) {
 		if recent != "" {
 			m.Header.Set(HeaderRecent, recent)
 		}
+		// The command's trace context stays with its events: a read side's handling of them joins the
+		// command's trace.
+		telemetry.Inject(ctx, m.Header)
 		msgs[i] = m
 	}
 	// The expected sequence goes on the first message only; on a later message of the same subject the

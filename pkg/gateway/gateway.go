@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/trace"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -26,6 +27,7 @@ import (
 	"github.com/cosnats/cosnats/pkg/entity"
 	"github.com/cosnats/cosnats/pkg/eventlog"
 	"github.com/cosnats/cosnats/pkg/layout"
+	"github.com/cosnats/cosnats/pkg/telemetry"
 	"github.com/cosnats/cosnats/pkg/worker"
 )
 
@@ -49,8 +51,14 @@ type Dispatcher interface {
 	Dispatch(ctx context.Context, subject string, req *natspb.CommandRequest) (*natspb.CommandReply, error)
 }
 
-// NATSDispatcher sends commands as NATS requests on their command subject.
-type NATSDispatcher struct{ Conn *nats.Conn }
+// NATSDispatcher sends commands as NATS requests on their command subject, with the caller's trace
+// context in the message headers.
+type NATSDispatcher struct {
+	Conn   *nats.Conn
+	Tracer trace.Tracer // nil: no span for the hop
+	// Template is the command subjects' wildcard form, the span's destination template.
+	Template string
+}
 
 // Dispatch implements Dispatcher.
 func (d NATSDispatcher) Dispatch(ctx context.Context, subject string, req *natspb.CommandRequest) (*natspb.CommandReply, error) {
@@ -60,6 +68,13 @@ func (d NATSDispatcher) Dispatch(ctx context.Context, subject string, req *natsp
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = data
+	if d.Tracer != nil {
+		var span trace.Span
+		ctx, span = telemetry.StartMessaging(ctx, d.Tracer, telemetry.OpSend+" "+d.Template, telemetry.OpSend,
+			trace.SpanKindProducer, d.Template, subject)
+		defer span.End()
+		telemetry.Inject(ctx, msg.Header)
+	}
 	resp, err := d.Conn.RequestMsgWithContext(ctx, msg)
 	if err != nil {
 		return nil, err
@@ -85,6 +100,7 @@ type Service struct {
 	cospb.UnimplementedChiefOfStateServiceServer
 	cfg     Config
 	log     *slog.Logger
+	metrics *telemetry.Metrics
 	backend atomic.Pointer[backend]
 }
 
@@ -93,9 +109,9 @@ type backend struct {
 	reader   Reader
 }
 
-// New builds the service; it answers once bound.
-func New(cfg Config, log *slog.Logger) *Service {
-	return &Service{cfg: cfg, log: log}
+// New builds the service; it answers once bound. metrics may be nil.
+func New(cfg Config, log *slog.Logger, metrics *telemetry.Metrics) *Service {
+	return &Service{cfg: cfg, log: log, metrics: metrics}
 }
 
 // Bind gives the service what it serves with.
@@ -107,25 +123,73 @@ var errNotReady = status.Error(codes.Unavailable, "chief-of-state is starting: n
 
 // ProcessCommand implements the COS RPC.
 func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandRequest) (*cospb.ProcessCommandResponse, error) {
+	start := time.Now()
+	resp, outcome, err := s.processCommand(ctx, req)
+	s.metrics.Command(ctx, outcome, time.Since(start))
+	return resp, err
+}
+
+// processCommand is ProcessCommand, with the outcome it counts as.
+func (s *Service) processCommand(ctx context.Context, req *cospb.ProcessCommandRequest) (*cospb.ProcessCommandResponse, string, error) {
 	b := s.backend.Load()
 	if b == nil {
-		return nil, errNotReady
+		return nil, telemetry.OutcomeUnavailable, errNotReady
 	}
+	resp, err := s.send(ctx, b, req)
+	if err != nil {
+		return nil, errorOutcome(err), err
+	}
+	return resp.response, resp.outcome, nil
+}
+
+// answer is a worker's successful reply.
+type answer struct {
+	response *cospb.ProcessCommandResponse
+	outcome  string
+}
+
+// errHandler marks a status that is the write handler's answer.
+type errHandler struct{ st *status.Status }
+
+func (e errHandler) Error() string              { return e.st.Err().Error() }
+func (e errHandler) GRPCStatus() *status.Status { return e.st }
+
+// errorOutcome classifies a failed command for cos_commands_total.
+func errorOutcome(err error) string {
+	if _, ok := err.(errHandler); ok {
+		return telemetry.OutcomeHandlerError
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument:
+		return telemetry.OutcomeInvalid
+	case codes.Aborted:
+		return telemetry.OutcomeAborted
+	case codes.AlreadyExists:
+		return telemetry.OutcomeReplayed // recognised by the stream's deduplication: applied before
+	case codes.Unknown, codes.Canceled:
+		return telemetry.OutcomeUnknown
+	default: // UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL: not processed
+		return telemetry.OutcomeUnavailable
+	}
+}
+
+// send validates a command, hands it to a worker and maps its reply.
+func (s *Service) send(ctx context.Context, b *backend, req *cospb.ProcessCommandRequest) (answer, error) {
 	key, err := entity.NewKey(req.GetEntityId(), s.cfg.NumShards)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return answer{}, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if req.GetCommand().GetTypeUrl() == "" {
-		return nil, status.Error(codes.InvalidArgument, "missing command")
+		return answer{}, status.Error(codes.InvalidArgument, "missing command")
 	}
 	if n := proto.Size(req.GetCommand()); n > s.cfg.MaxCommandBytes {
-		return nil, status.Errorf(codes.InvalidArgument, "command is %d bytes, the limit is %d", n, s.cfg.MaxCommandBytes)
+		return answer{}, status.Errorf(codes.InvalidArgument, "command is %d bytes, the limit is %d", n, s.cfg.MaxCommandBytes)
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	commandID, generated := "", false
 	if ids := md.Get(CommandIDKey); len(ids) > 0 {
 		if err := command.ValidateCommandID(ids[0]); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "%s: %v", CommandIDKey, err)
+			return answer{}, status.Errorf(codes.InvalidArgument, "%s: %v", CommandIDKey, err)
 		}
 		commandID = ids[0]
 	} else {
@@ -155,19 +219,25 @@ func (s *Service) ProcessCommand(ctx context.Context, req *cospb.ProcessCommandR
 	defer cancel()
 	reply, err := b.dispatch.Dispatch(wctx, s.cfg.Layout.CommandSubject(key), creq)
 	if err != nil {
-		return nil, s.requestError(ctx, commandID, err)
+		return answer{}, s.requestError(ctx, commandID, err)
 	}
 	switch out := reply.GetOutcome().(type) {
 	case *natspb.CommandReply_Response:
-		return out.Response, nil
+		if reply.GetReplayed() {
+			return answer{out.Response, telemetry.OutcomeReplayed}, nil
+		}
+		return answer{out.Response, telemetry.OutcomeOK}, nil
 	case *natspb.CommandReply_Status:
 		var st spb.Status
 		if err := proto.Unmarshal(out.Status, &st); err != nil {
-			return nil, status.Errorf(codes.Unknown, "undecodable error from a worker: the outcome of command %s is unknown", commandID)
+			return answer{}, status.Errorf(codes.Unknown, "undecodable error from a worker: the outcome of command %s is unknown", commandID)
 		}
-		return nil, status.FromProto(&st).Err()
+		if reply.GetHandlerError() {
+			return answer{}, errHandler{status.FromProto(&st)}
+		}
+		return answer{}, status.FromProto(&st).Err()
 	}
-	return nil, status.Errorf(codes.Unknown, "empty reply from a worker: the outcome of command %s is unknown", commandID)
+	return answer{}, status.Errorf(codes.Unknown, "empty reply from a worker: the outcome of command %s is unknown", commandID)
 }
 
 // requestError maps a failed NATS request. Only a request that never reached a worker ("no
@@ -186,7 +256,7 @@ func (s *Service) requestError(ctx context.Context, commandID string, err error)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 		return status.Errorf(codes.Unknown, "no reply from a worker in time: the outcome of command %s is unknown; retry with the same %s to learn it", commandID, CommandIDKey)
 	}
-	s.log.Error("command request failed", "command_id", commandID, "err", err)
+	s.log.ErrorContext(ctx, "command request failed", "command_id", commandID, "err", err)
 	return status.Errorf(codes.Unknown, "sending the command failed: the outcome of command %s is unknown; retry with the same %s", commandID, CommandIDKey)
 }
 
@@ -206,7 +276,7 @@ func (s *Service) GetState(ctx context.Context, req *cospb.GetStateRequest) (*co
 		if ctx.Err() != nil {
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
-		s.log.Error("read state", "entity", key.ID, "err", err)
+		s.log.ErrorContext(ctx, "read state", "entity", key.ID, "err", err)
 		return nil, status.Error(codes.Unavailable, "the event store is unavailable")
 	}
 	if head.Seq == 0 {

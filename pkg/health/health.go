@@ -155,7 +155,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		<-ctx.Done()
 		_ = s.srv.Close()
 	}()
-	s.log.Info("serving /healthz and /readyz", "addr", s.Addr())
+	s.log.Info("serving /metrics, /healthz and /readyz", "addr", s.Addr())
 	if err := s.srv.Serve(s.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("probe listener: %w", err)
 	}

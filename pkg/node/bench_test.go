@@ -6,24 +6,45 @@ import (
 	"sync/atomic"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/internal/costest"
 	"github.com/cosnats/cosnats/pkg/node"
+	"github.com/cosnats/cosnats/pkg/telemetry"
 )
 
 // benchSystem is the single-process default (embedded NATS, default durability) with the Counter
 // handler, all on loopback in this process.
 func benchSystem(b *testing.B) cospb.ChiefOfStateServiceClient {
+	return benchSystemWith(b, node.Options{})
+}
+
+func benchSystemWith(b *testing.B, opts node.Options) cospb.ChiefOfStateServiceClient {
 	h := &costest.Counter{}
 	port := costest.ServeGRPC(b, h.Register)
 	cfg := costest.Config(b, "", port)
-	n := costest.StartNode(b, cfg, node.Roles{})
+	n := costest.StartNodeWith(b, cfg, opts)
 	return costest.Client(b, n.GRPCAddr)
 }
 
 // BenchmarkProcessCommand: closed loop, 64 concurrent callers, each on its own entities (10,000 in all).
+// Tracing is off (no OTLP endpoint), as by default; metrics are on.
 func BenchmarkProcessCommand(b *testing.B) {
-	client := benchSystem(b)
+	benchProcessCommand(b, benchSystem(b))
+}
+
+// BenchmarkProcessCommandTraced is BenchmarkProcessCommand with tracing on and every command sampled:
+// spans are batched and exported to an exporter that discards them, so what is measured is the cost in
+// this process (span creation, context propagation in gRPC metadata and NATS headers, batching).
+func BenchmarkProcessCommandTraced(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	benchProcessCommand(b, benchSystemWith(b, node.Options{Tracing: &telemetry.Tracing{Provider: tp, Enabled: true, Shutdown: tp.Shutdown}}))
+}
+
+func benchProcessCommand(b *testing.B, client cospb.ChiefOfStateServiceClient) {
 	cmd := costest.Cmd("add:1")
 	var next atomic.Int64
 	b.SetParallelism(32) // × GOMAXPROCS (2 here) = 64 callers

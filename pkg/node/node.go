@@ -12,13 +12,16 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -38,6 +41,7 @@ import (
 	"github.com/cosnats/cosnats/pkg/natsembed"
 	"github.com/cosnats/cosnats/pkg/readside"
 	"github.com/cosnats/cosnats/pkg/statecache"
+	"github.com/cosnats/cosnats/pkg/telemetry"
 	"github.com/cosnats/cosnats/pkg/worker"
 )
 
@@ -63,6 +67,11 @@ type Options struct {
 	ReadSideTiming *readside.Policy
 	// Health, when set, receives the process's readiness conditions (tests read it).
 	Health *health.State
+	// Metrics, when set, are the process's metrics (tests read them); else a new set.
+	Metrics *telemetry.Metrics
+	// Tracing, when set, is used instead of tracing configured from the OTEL_* environment (tests record
+	// spans in memory).
+	Tracing *telemetry.Tracing
 }
 
 // Info describes a running node.
@@ -106,17 +115,56 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	if st == nil {
 		st = health.New()
 	}
-	n := &node{cfg: cfg, opts: opts, log: opts.Logger, lay: lay, health: st}
+	metrics := opts.Metrics
+	if metrics == nil {
+		metrics = telemetry.NewMetrics()
+	}
+	var tracing telemetry.Tracing
+	if opts.Tracing != nil {
+		tracing = *opts.Tracing
+	} else if tracing, err = telemetry.TracingFromEnv(ctx, os.Getenv, cfg.ServiceName, opts.Roles.String()); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tracing.Shutdown(sctx); err != nil {
+			opts.Logger.Warn("flush traces", "err", err)
+		}
+	}()
+	if tracing.Enabled {
+		opts.Logger.Info("tracing on", "exporter", "otlp")
+	}
+	log := slog.New(telemetry.LogHandler(opts.Logger.Handler()))
+	n := &node{cfg: cfg, opts: opts, log: log, lay: lay, health: st, metrics: metrics, tracing: tracing,
+		tracer: telemetry.Tracer(tracing.Provider)}
 	return n.run(ctx)
 }
 
+// String names the roles, e.g. "gateway+worker"; it becomes the cos.role of traces.
+func (r Roles) String() string {
+	var names []string
+	for _, x := range []struct {
+		on   bool
+		name string
+	}{{r.Gateway, "gateway"}, {r.Worker, "worker"}, {r.Projector, "projector"}} {
+		if x.on {
+			names = append(names, x.name)
+		}
+	}
+	return strings.Join(names, "+")
+}
+
 type node struct {
-	cfg    config.Config
-	opts   Options
-	log    *slog.Logger
-	lay    layout.Layout
-	health *health.State
-	info   Info
+	cfg     config.Config
+	opts    Options
+	log     *slog.Logger
+	lay     layout.Layout
+	health  *health.State
+	metrics *telemetry.Metrics
+	tracing telemetry.Tracing
+	tracer  trace.Tracer
+	info    Info
 }
 
 // resources are what set-up binds.
@@ -130,7 +178,10 @@ func (n *node) run(ctx context.Context) error {
 	cfg, log := n.cfg, n.log
 	// Listeners first: probes and the gateway's health answer (not ready) while NATS is awaited.
 	if cfg.MetricsAddress != "" {
-		probes, err := health.Listen(cfg.MetricsAddress, health.Handler(n.health), log)
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", n.metrics.Handler())
+		mux.Handle("/", health.Handler(n.health))
+		probes, err := health.Listen(cfg.MetricsAddress, mux, log)
 		if err != nil {
 			return err
 		}
@@ -198,7 +249,11 @@ func (n *node) run(ctx context.Context) error {
 		}
 	}
 	if gw != nil {
-		var dispatch gateway.Dispatcher = gateway.NATSDispatcher{Conn: nc}
+		d := gateway.NATSDispatcher{Conn: nc, Template: n.lay.CommandSubjects()}
+		if n.tracing.Enabled {
+			d.Tracer = n.tracer
+		}
+		var dispatch gateway.Dispatcher = d
 		if n.info.Worker != nil {
 			dispatch = n.info.Worker // same process: skip the NATS round trip
 		}
@@ -317,6 +372,7 @@ func (n *node) connect() (*nats.Conn, func(), error) {
 		if err != nil {
 			return nil, nil, err
 		}
+		n.metrics.WatchConnected(nc.IsConnected)
 		n.info.Connect = func(name string) (*nats.Conn, error) { return dial(name, "nats "+name) }
 		return nc, func() { n.close(nc) }, nil
 	}
@@ -333,6 +389,7 @@ func (n *node) connect() (*nats.Conn, func(), error) {
 		srv.Shutdown()
 		return nil, nil, err
 	}
+	n.metrics.WatchConnected(nc.IsConnected)
 	n.info.NATSURL = srv.ClientURL()
 	n.info.Connect = func(name string) (*nats.Conn, error) { return srv.Connect(name, nats.ReconnectBufSize(-1)) }
 	n.log.Info("embedded NATS started", "store_dir", cfg.NATS.DataDir, "client_url", n.info.NATSURL, "durability", cfg.NATS.Durability)
@@ -420,6 +477,7 @@ func (n *node) startProjector(ctx context.Context, g *errgroup.Group, js jetstre
 		pnc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	n.metrics.WatchConnected(pnc.IsConnected)
 	p, err := readside.New(readside.Config{
 		Layout:       n.lay,
 		NumShards:    n.cfg.NumShards,
@@ -427,7 +485,8 @@ func (n *node) startProjector(ctx context.Context, g *errgroup.Group, js jetstre
 		Timing:       timing(n.opts.ReadSideTiming),
 		DrainTimeout: n.cfg.ShutdownTimeout,
 	}, readside.Deps{Conn: pnc, JS: pjs, Status: status, Logger: n.log.With("role", "projector"),
-		Ready: n.health.Add("projector", "binding read-side consumers")})
+		Ready:   n.health.Add("projector", "binding read-side consumers"),
+		Metrics: n.metrics, Tracer: n.tracer, DialOptions: telemetry.ClientOptions(n.metrics, n.tracing)})
 	if err != nil {
 		pnc.Close()
 		return nil, err
@@ -446,7 +505,8 @@ func (n *node) newWorker(nc *nats.Conn, res resources) (*worker.Worker, func(), 
 		creds = credentials.NewClientTLSFromCert(nil, "")
 	}
 	target := net.JoinHostPort(cfg.WriteSide.Host, strconv.Itoa(cfg.WriteSide.Port))
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, telemetry.ClientOptions(n.metrics, n.tracing)...)
+	conn, err := grpc.NewClient(target, dial...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("write handler at %s: %w", target, err)
 	}
@@ -473,6 +533,8 @@ func (n *node) newWorker(nc *nats.Conn, res resources) (*worker.Worker, func(), 
 		Cache:   res.cache,
 		Handler: cospb.NewWriteSideHandlerServiceClient(conn),
 		Logger:  n.log.With("role", "worker"),
+		Metrics: n.metrics,
+		Tracer:  n.tracer,
 	})
 	if err != nil {
 		_ = conn.Close()
@@ -505,9 +567,13 @@ func (n *node) startGateway() (*gatewayServer, error) {
 	n.info.GRPCAddr = lis.Addr().String()
 	// Accept messages well over the command limit so an oversized command gets our clear
 	// INVALID_ARGUMENT instead of the transport's RESOURCE_EXHAUSTED.
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxCommandBytes+4<<20),
+	sopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxCommandBytes + 4<<20),
 		// Reuse handler goroutines instead of starting (and growing the stack of) one per call.
-		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))))
+		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0)))}
+	if h := telemetry.ServerHandler(n.tracing); h != nil {
+		sopts = append(sopts, grpc.StatsHandler(h))
+	}
+	srv := grpc.NewServer(sopts...)
 	log := n.log.With("role", "gateway")
 	gs := &gatewayServer{
 		srv: srv,
@@ -518,7 +584,7 @@ func (n *node) startGateway() (*gatewayServer, error) {
 			MaxCommandBytes:   cfg.MaxCommandBytes,
 			PropagatedHeaders: cfg.WriteSide.PropagatedHeaders,
 			PersistedHeaders:  cfg.WriteSide.PersistedHeaders,
-		}, log),
+		}, log, n.metrics),
 		mgr:    readside.NewManager(n.lay, cfg.NumShards, n.log.With("role", "manager")),
 		health: grpchealth.NewServer(),
 		served: make(chan error, 1),

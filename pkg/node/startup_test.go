@@ -146,10 +146,24 @@ func TestReadinessFollowsTheConnection(t *testing.T) {
 	cfg := costest.Config(t, "nats://"+addr, costest.ServeGRPC(t, h.Register))
 	r := costest.Launch(t, cfg, node.Options{Roles: node.Roles{Gateway: true, Worker: true}})
 	waitReady(t, r, 30*time.Second)
+	probe := func() (int, float64) {
+		resp, err := http.Get("http://" + r.Addrs.ProbeAddr + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode, value(scrape(t, r.Addrs.ProbeAddr), "cos_nats_connected", nil)
+	}
+	if code, connected := probe(); code != http.StatusOK || connected != 1 {
+		t.Fatalf("connected: /readyz %d, cos_nats_connected %v", code, connected)
+	}
 	srv.Shutdown()
 	waitWaiting(t, r, "disconnected from NATS")
 	if st := grpcHealth(t, r.Addrs.GRPCAddr); st != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("gRPC health without NATS: %v", st)
+	}
+	if code, connected := probe(); code != http.StatusServiceUnavailable || connected != 0 {
+		t.Fatalf("NATS gone: /readyz %d, cos_nats_connected %v", code, connected)
 	}
 	running(t, r)
 	srv, err = natsembed.Start(natsembed.Config{StoreDir: dir, Listen: addr})
@@ -158,6 +172,9 @@ func TestReadinessFollowsTheConnection(t *testing.T) {
 	}
 	t.Cleanup(srv.Shutdown)
 	costest.Eventually(t, 30*time.Second, "ready again", func() bool { ok, _ := r.Health.Ready(); return ok })
+	if code, connected := probe(); code != http.StatusOK || connected != 1 {
+		t.Fatalf("NATS back: /readyz %d, cos_nats_connected %v", code, connected)
+	}
 	client := costest.Client(t, r.Addrs.GRPCAddr)
 	if _, err := client.ProcessCommand(context.Background(), &cospb.ProcessCommandRequest{EntityId: "e", Command: costest.Cmd("add:1")}); err != nil {
 		t.Fatal(err)

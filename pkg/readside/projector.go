@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -27,6 +28,7 @@ import (
 	"github.com/cosnats/cosnats/pkg/config"
 	"github.com/cosnats/cosnats/pkg/health"
 	"github.com/cosnats/cosnats/pkg/layout"
+	"github.com/cosnats/cosnats/pkg/telemetry"
 )
 
 // Metadata keys sent with every HandleReadSide call, as COS sent them.
@@ -58,6 +60,12 @@ type Deps struct {
 	Logger *slog.Logger
 	// Ready, when set, holds once every shard's consumer is bound.
 	Ready *health.Condition
+	// Metrics, when set, receives event outcomes, lag and the state of the shards this replica holds.
+	Metrics *telemetry.Metrics
+	// Tracer, when set, traces each delivery as a child of the command that stored the event.
+	Tracer trace.Tracer
+	// DialOptions are added to the connections to the read-side handlers (instrumentation).
+	DialOptions []grpc.DialOption
 }
 
 // Projector runs every (read side, shard). Any number of replicas may run; per shard the server pins
@@ -110,8 +118,12 @@ func (p *Projector) Run(ctx context.Context) error {
 	defer p.conn.stop()
 	p.runners = make(map[string]*shardRunner)
 	var all []*shardRunner
+	if p.deps.Tracer == nil {
+		p.deps.Tracer = telemetry.Tracer(nil)
+	}
 	for _, rs := range p.cfg.ReadSides {
-		conn, err := dial(rs)
+		p.deps.Metrics.ReadSideKnown(rs.ID)
+		conn, err := dial(rs, p.deps.DialOptions)
 		if err != nil {
 			return err
 		}
@@ -134,6 +146,9 @@ func (p *Projector) Run(ctx context.Context) error {
 	for _, s := range all {
 		g.Go(func() error { return s.run(gctx) })
 	}
+	if p.deps.Metrics != nil {
+		g.Go(func() error { p.report(gctx, all); return nil })
+	}
 	p.deps.Logger.Info("projector running", "read_sides", len(p.cfg.ReadSides), "shards", p.cfg.NumShards)
 	err = g.Wait()
 	if p.deps.Conn.IsConnected() {
@@ -151,13 +166,13 @@ func (p *Projector) onBound() {
 	}
 }
 
-func dial(rs config.ReadSide) (*grpc.ClientConn, error) {
+func dial(rs config.ReadSide, extra []grpc.DialOption) (*grpc.ClientConn, error) {
 	creds := insecure.NewCredentials()
 	if rs.UseTLS {
 		creds = credentials.NewClientTLSFromCert(nil, "")
 	}
 	target := net.JoinHostPort(rs.Host, strconv.Itoa(rs.Port))
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(target, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("read side %s at %s: %w", rs.ID, target, err)
 	}

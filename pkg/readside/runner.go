@@ -7,10 +7,13 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -19,6 +22,7 @@ import (
 	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
 	"github.com/cosnats/cosnats/pkg/config"
 	"github.com/cosnats/cosnats/pkg/layout"
+	"github.com/cosnats/cosnats/pkg/telemetry"
 )
 
 // maxTracked bounds the failed events whose attempts a runner remembers.
@@ -40,14 +44,16 @@ const maxTracked = 1024
 // event before the failed one, drops the rest, pauses the consumer (for the retry's delay, or until
 // resumed) and starts the next session at the ack floor.
 type shardRunner struct {
-	p      *Projector
-	rs     config.ReadSide
-	shard  int
-	client cospb.ReadSideHandlerServiceClient
-	policy Policy
-	log    *slog.Logger
-	name   string         // the consumer
-	ctl    chan *nats.Msg // control requests from the read-side manager
+	p        *Projector
+	rs       config.ReadSide
+	shard    int
+	client   cospb.ReadSideHandlerServiceClient
+	policy   Policy
+	log      *slog.Logger
+	name     string         // the consumer
+	spanName string         // of a delivery
+	held     atomic.Bool    // the shard is pinned to this runner (for the metrics reporter)
+	ctl      chan *nats.Msg // control requests from the read-side manager
 
 	ctx      context.Context
 	pin      string    // the pin this runner holds, "" = standby
@@ -65,6 +71,7 @@ func newShardRunner(p *Projector, rs config.ReadSide, shard int, client cospb.Re
 		p: p, rs: rs, shard: shard, client: client, policy: policy,
 		log:      p.deps.Logger.With("read_side", rs.ID, "shard", shard),
 		name:     p.cfg.Layout.ReadSideConsumer(rs.ID, shard),
+		spanName: telemetry.OpProcess + " " + p.cfg.Layout.EventStream(),
 		ctl:      make(chan *nats.Msg, 8),
 		attempts: make(map[uint64]uint64),
 		tasks:    make(chan delivery),
@@ -116,7 +123,9 @@ func (s *shardRunner) run(ctx context.Context) error {
 		s.log.Warn(what+"; retrying", "err", err, "retry_in", d)
 		s.wait(ctx, d)
 	}
+	defer s.held.Store(false)
 	for ctx.Err() == nil {
+		s.held.Store(s.pin != "")
 		if s.pin == "" {
 			if err := s.standby(ctx); err != nil {
 				// E.g. an operator deleted the consumer: make it again (from the first event).
@@ -506,11 +515,23 @@ func (s *shardRunner) deliver(d delivery) error {
 	if err := d.ctx.Err(); err != nil {
 		return err
 	}
+	// The delivery's span is a child of the command that stored the event (its trace context is in
+	// the event's headers).
+	ctx, span := telemetry.StartMessaging(telemetry.Extract(d.ctx, d.msg.Header), s.p.deps.Tracer, s.spanName,
+		telemetry.OpProcess, trace.SpanKindConsumer, s.p.cfg.Layout.EventSubjects(), d.msg.Subject)
+	defer span.End()
 	var w cospb.EventWrapper
 	if err := proto.Unmarshal(d.msg.Data, &w); err != nil {
-		return fmt.Errorf("undecodable event at sequence %d: %w", d.seq, err)
+		err = fmt.Errorf("undecodable event at sequence %d: %w", d.seq, err)
+		telemetry.Fail(span, err)
+		return err
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, s.rs.Timeout)
+	if span.IsRecording() {
+		span.SetAttributes(semconv.MessagingConsumerGroupName(s.name), telemetry.AttrReadSideID.String(s.rs.ID),
+			telemetry.AttrShard.Int(s.shard), telemetry.AttrEntityID.String(w.GetMeta().GetEntityId()),
+			telemetry.AttrRevision.Int64(int64(w.GetMeta().GetRevisionNumber())))
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.rs.Timeout)
 	ctx = metadata.AppendToOutgoingContext(ctx, EntityIDKey, HeaderValue(w.GetMeta().GetEntityId()), EventTagKey, strconv.Itoa(s.shard))
 	resp, err := s.client.HandleReadSide(ctx, &cospb.HandleReadSideRequest{
 		Event:      w.GetEvent(),
@@ -523,12 +544,19 @@ func (s *shardRunner) deliver(d delivery) error {
 		err = errors.New("read side replied successful=false")
 	}
 	if err != nil {
+		telemetry.Fail(span, err)
 		return err
 	}
 	if err := s.p.deps.Conn.Publish(d.msg.Reply, ackBody); err != nil {
-		s.log.Warn("ack", "sequence", d.seq, "err", err)
+		s.log.WarnContext(ctx, "ack", "sequence", d.seq, "err", err)
 	}
 	s.p.delivered.Add(1)
+	if m := s.p.deps.Metrics; m != nil {
+		m.ReadSideEvent(s.rs.ID, telemetry.EventOK)
+		if meta, err := d.msg.Metadata(); err == nil {
+			m.ReadSideHandled(ctx, s.rs.ID, time.Since(meta.Timestamp))
+		}
+	}
 	return nil
 }
 
@@ -562,6 +590,7 @@ func (s *shardRunner) recovered() {
 // operators, and acknowledges the event when the policy skips it.
 func (s *shardRunner) decide(d delivery, cause error) Decision {
 	s.p.failures.Add(1)
+	s.p.deps.Metrics.ReadSideEvent(s.rs.ID, telemetry.EventFailed)
 	n, known := s.attempts[d.seq]
 	if !known {
 		// Another replica, or this one before a restart, may have tried it already.
@@ -596,6 +625,7 @@ func (s *shardRunner) decide(d delivery, cause error) Decision {
 	case Retry:
 		log.Warn("read side failed; retrying", "delay", dec.Delay)
 	case Skip:
+		s.p.deps.Metrics.ReadSideEvent(s.rs.ID, telemetry.EventSkipped)
 		log.Error("read side failed; skipping the event (failure policy)", "policy", s.policy.Kind)
 		delete(s.attempts, d.seq)
 		if err := s.p.deps.Conn.Publish(d.msg.Reply, ackBody); err != nil {

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"go.opentelemetry.io/otel/trace"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -16,6 +17,7 @@ type job struct {
 	req     *natspb.CommandRequest
 	size    int64 // encoded size, counted against the pending-bytes bound until the job ends
 	done    func(*natspb.CommandReply)
+	parent  trace.SpanContext // the sender's trace context, when it sent one
 }
 
 // Refusals: a refused job was not started, so "not processed" is true.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -25,6 +27,7 @@ import (
 	"github.com/cosnats/cosnats/pkg/entity"
 	"github.com/cosnats/cosnats/pkg/eventlog"
 	"github.com/cosnats/cosnats/pkg/layout"
+	"github.com/cosnats/cosnats/pkg/telemetry"
 )
 
 // AppendTimeout bounds one append once it has started. An append is never abandoned because the
@@ -89,6 +92,8 @@ type Deps struct {
 	Cache   Cache
 	Handler command.Handler
 	Logger  *slog.Logger
+	Metrics *telemetry.Metrics // nil: none
+	Tracer  trace.Tracer       // nil: no spans
 }
 
 // Stats are counters for tests and metrics.
@@ -106,8 +111,11 @@ type Worker struct {
 	deps Deps
 
 	commands, appends, conflicts, replays, reads atomic.Uint64
+	inflight                                     atomic.Int64 // accepted, not yet answered
 	subscribed                                   chan struct{}
 	q                                            *serializer
+	tracer                                       trace.Tracer
+	processSpan, appendSpan                      string // span names
 }
 
 // ErrStopped is returned by Dispatch when the worker does not run (any more): the command was not
@@ -132,7 +140,15 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		cfg.DrainTimeout = 25 * time.Second
 	}
 	q := newSerializer(limits{runs: cfg.MaxConcurrent, pendingBytes: cfg.MaxPendingBytes, entityQueue: cfg.MaxEntityQueue})
-	return &Worker{cfg: cfg, deps: deps, subscribed: make(chan struct{}), q: q}, nil
+	tr := deps.Tracer
+	if tr == nil {
+		tr = telemetry.Tracer(nil)
+	}
+	w := &Worker{cfg: cfg, deps: deps, subscribed: make(chan struct{}), q: q, tracer: tr,
+		processSpan: telemetry.OpProcess + " " + cfg.Layout.CommandSubjects(),
+		appendSpan:  telemetry.OpSend + " " + cfg.Layout.EventStream()}
+	deps.Metrics.SetInflight(w.inflight.Load)
+	return w, nil
 }
 
 // Subscribed is closed once the worker receives commands.
@@ -149,7 +165,7 @@ func (w *Worker) Stats() Stats {
 func (w *Worker) Run(ctx context.Context) error {
 	// Commands in progress finish even when ctx ends: an append that started is seen through.
 	base := context.WithoutCancel(ctx)
-	w.q.start(func(j job) { j.done(w.reply(w.execute(base, j.subject, j.req))) })
+	w.q.start(func(j job) { j.done(w.run(base, j)) })
 	sub, err := w.deps.Conn.QueueSubscribe(w.cfg.Layout.CommandSubjects(), w.cfg.Layout.WorkerQueue(), w.onMsg)
 	if err != nil {
 		return fmt.Errorf("subscribe to commands: %w", err)
@@ -226,9 +242,49 @@ func (w *Worker) onMsg(m *nats.Msg) {
 		respond(w.reply(nil, false, err))
 		return
 	}
-	if err := w.q.submit(job{subject: m.Subject, req: req, size: int64(len(m.Data)), done: respond}, false); err != nil {
+	parent := trace.SpanContextFromContext(telemetry.Extract(context.Background(), m.Header))
+	if err := w.submit(job{subject: m.Subject, req: req, size: int64(len(m.Data)), done: respond, parent: parent}, false); err != nil {
 		respond(statusReply(status.Convert(err)))
 	}
+}
+
+// submit queues j, counting it in flight until it is answered.
+func (w *Worker) submit(j job, inline bool) error {
+	w.inflight.Add(1)
+	done := j.done
+	j.done = func(r *natspb.CommandReply) {
+		w.inflight.Add(-1)
+		done(r)
+	}
+	err := w.q.submit(j, inline)
+	if err != nil {
+		w.inflight.Add(-1)
+	}
+	return err
+}
+
+// run executes a queued command inside the span of its processing, a child of the sender's span.
+func (w *Worker) run(base context.Context, j job) *natspb.CommandReply {
+	if j.parent.IsValid() {
+		base = trace.ContextWithRemoteSpanContext(base, j.parent)
+	}
+	ctx, span := telemetry.StartMessaging(base, w.tracer, w.processSpan, telemetry.OpProcess, trace.SpanKindConsumer,
+		w.cfg.Layout.CommandSubjects(), j.subject)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.AttrEntityID.String(j.req.GetEntityId()),
+			telemetry.AttrCommandID.String(j.req.GetCommandId()),
+			telemetry.AttrCommandType.String(command.TypeName(j.req.GetCommand().GetTypeUrl())))
+	}
+	resp, replayed, err := w.execute(ctx, j.subject, j.req)
+	if span.IsRecording() {
+		if err != nil {
+			telemetry.Fail(span, err)
+		} else {
+			span.SetAttributes(telemetry.AttrRevision.Int64(int64(resp.GetMeta().GetRevisionNumber())), telemetry.AttrReplayed.Bool(replayed))
+		}
+	}
+	return w.reply(resp, replayed, err)
 }
 
 // Dispatch runs a command in this process, as if it had arrived on subject: the gateway uses it when
@@ -243,7 +299,8 @@ func (w *Worker) Dispatch(ctx context.Context, subject string, req *natspb.Comma
 		return nil, ctx.Err()
 	}
 	ch := make(chan *natspb.CommandReply, 1)
-	err := w.q.submit(job{subject: subject, req: req, size: int64(proto.Size(req)), done: func(r *natspb.CommandReply) { ch <- r }}, true)
+	err := w.submit(job{subject: subject, req: req, size: int64(proto.Size(req)), done: func(r *natspb.CommandReply) { ch <- r },
+		parent: trace.SpanContextFromContext(ctx)}, true)
 	if errors.Is(err, errStopping) {
 		return nil, ErrStopped
 	}
@@ -271,7 +328,10 @@ func (w *Worker) Execute(ctx context.Context, subject string, data []byte) *nats
 func (w *Worker) reply(resp *cospb.ProcessCommandResponse, replayed bool, err error) *natspb.CommandReply {
 	if err != nil {
 		st, _ := status.FromError(err)
-		return statusReply(st)
+		r := statusReply(st)
+		var he *command.HandlerError
+		r.HandlerError = errors.As(err, &he)
+		return r
 	}
 	return &natspb.CommandReply{Outcome: &natspb.CommandReply_Response{Response: resp}, Replayed: replayed}
 }
@@ -331,7 +391,7 @@ func (w *Worker) execute(base context.Context, subject string, req *natspb.Comma
 	ctx, cancel := context.WithDeadline(base, deadline)
 	defer cancel()
 	if ctx.Err() != nil {
-		return nil, false, w.unchecked(req, codes.DeadlineExceeded, "the command's deadline passed before a worker took it", nil)
+		return nil, false, w.unchecked(ctx, req, codes.DeadlineExceeded, "the command's deadline passed before a worker took it", nil)
 	}
 	creq := command.Request{
 		EntityID:          key.ID,
@@ -346,7 +406,7 @@ func (w *Worker) execute(base context.Context, subject string, req *natspb.Comma
 			if ctx.Err() != nil {
 				code = codes.DeadlineExceeded
 			}
-			return nil, false, w.unchecked(req, code, "loading the entity failed", err)
+			return nil, false, w.unchecked(ctx, req, code, "loading the entity failed", err)
 		}
 		if seq, ok := head.Applied(req.GetCommandId()); ok {
 			return w.replay(ctx, key, head, req.GetCommandId(), seq)
@@ -399,7 +459,16 @@ func (w *Worker) execute(base context.Context, subject string, req *natspb.Comma
 func (w *Worker) append(ctx, base context.Context, app eventlog.Append) (uint64, error) {
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(base, AppendTimeout)
+		actx, span := telemetry.StartMessaging(actx, w.tracer, w.appendSpan, telemetry.OpSend, trace.SpanKindProducer,
+			w.cfg.Layout.EventSubjects(), w.cfg.Layout.EventSubject(app.Key))
+		start := time.Now()
 		seq, err := w.deps.Store.Append(actx, app)
+		w.deps.Metrics.Append(actx, time.Since(start), errors.Is(err, eventlog.ErrConflict))
+		if span.IsRecording() {
+			span.SetAttributes(semconv.MessagingBatchMessageCount(len(app.Events)), telemetry.AttrEvents.Int(len(app.Events)))
+			telemetry.Fail(span, err)
+		}
+		span.End()
 		cancel()
 		if !errors.Is(err, eventlog.ErrBusy) || !busyWait(ctx, attempt) {
 			return seq, err
@@ -449,7 +518,9 @@ func (w *Worker) prepare(key entity.Key, head eventlog.Head, commandID string, r
 // load reads an entity's head: from the cache when allowed, else from the event log.
 func (w *Worker) load(ctx context.Context, key entity.Key, cached bool) (eventlog.Head, error) {
 	if cached {
-		if h, ok := w.deps.Cache.Get(ctx, key); ok {
+		h, ok := w.deps.Cache.Get(ctx, key)
+		w.deps.Metrics.CacheRequest(ok)
+		if ok {
 			return h, nil
 		}
 	}
@@ -465,7 +536,7 @@ func (w *Worker) replay(ctx context.Context, key entity.Key, head eventlog.Head,
 	if seq != head.Seq {
 		h, err := w.deps.Store.At(ctx, key, seq)
 		if err != nil {
-			w.deps.Logger.Warn("read the result of an applied command", "entity", key.ID, "command_id", commandID, "sequence", seq, "err", err)
+			w.deps.Logger.WarnContext(ctx, "read the result of an applied command", "entity", key.ID, "command_id", commandID, "sequence", seq, "err", err)
 			return nil, false, status.Errorf(codes.Unknown,
 				"command %s was applied, but its result could not be read from the event store; retry with the same %s to get it", commandID, CommandIDKey)
 		}
@@ -496,7 +567,7 @@ func (w *Worker) duplicate(ctx context.Context, key entity.Key, commandID string
 // the log is asked whether the command landed; if that cannot be told, the caller hears exactly that.
 func (w *Worker) settle(base context.Context, key entity.Key, commandID string, aerr error) (*cospb.ProcessCommandResponse, bool, error) {
 	if eventlog.IsDefinite(aerr) {
-		return nil, false, w.unavailable("persist events", aerr)
+		return nil, false, w.unavailable(base, "persist events", aerr)
 	}
 	ctx, cancel := context.WithTimeout(base, AppendTimeout/4)
 	defer cancel()
@@ -506,7 +577,7 @@ func (w *Worker) settle(base context.Context, key entity.Key, commandID string, 
 			return w.replay(ctx, key, head, commandID, seq)
 		}
 	}
-	w.deps.Logger.Warn("append outcome unknown", "entity", key.ID, "command_id", commandID, "err", aerr)
+	w.deps.Logger.WarnContext(ctx, "append outcome unknown", "entity", key.ID, "command_id", commandID, "err", aerr)
 	return nil, false, status.Errorf(codes.Unknown,
 		"the outcome of command %s is unknown: the event store did not confirm the append in time; retry with the same %s to learn it", commandID, CommandIDKey)
 }
@@ -517,9 +588,9 @@ const CommandIDKey = "x-cos-command-id"
 // unchecked answers a command that failed before the log was asked whether its id was already applied.
 // This attempt stored nothing; but when the id is the caller's, an earlier attempt with it may have, so
 // only a retry can tell: the outcome is unknown. An id the gateway made up has no earlier attempt.
-func (w *Worker) unchecked(req *natspb.CommandRequest, code codes.Code, what string, err error) error {
+func (w *Worker) unchecked(ctx context.Context, req *natspb.CommandRequest, code codes.Code, what string, err error) error {
 	if err != nil {
-		w.deps.Logger.Warn("command failed before its idempotency check", "step", what, "command_id", req.GetCommandId(), "err", err)
+		w.deps.Logger.WarnContext(ctx, "command failed before its idempotency check", "step", what, "command_id", req.GetCommandId(), "err", err)
 	}
 	if !req.GetCommandIdGenerated() {
 		return status.Errorf(codes.Unknown,
@@ -532,7 +603,7 @@ func (w *Worker) unchecked(req *natspb.CommandRequest, code codes.Code, what str
 	return status.Errorf(code, "%s; nothing was persisted", what)
 }
 
-func (w *Worker) unavailable(what string, err error) error {
-	w.deps.Logger.Error("command failed", "step", what, "err", err)
+func (w *Worker) unavailable(ctx context.Context, what string, err error) error {
+	w.deps.Logger.ErrorContext(ctx, "command failed", "step", what, "err", err)
 	return status.Errorf(codes.Unavailable, "%s failed: the event store is unavailable; nothing was persisted", what)
 }

@@ -135,7 +135,10 @@ type CommandReply struct {
 	//	*CommandReply_Status
 	Outcome isCommandReply_Outcome `protobuf_oneof:"outcome"`
 	// True when the reply was served from the log for a command id that had already been applied.
-	Replayed      bool `protobuf:"varint,3,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	Replayed bool `protobuf:"varint,3,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// True when status is the write handler's answer (HandleCommand or HandleEvent failed), not this
+	// service's: the gateway counts it as outcome handler_error.
+	HandlerError  bool `protobuf:"varint,4,opt,name=handler_error,json=handlerError,proto3" json:"handler_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -198,6 +201,13 @@ func (x *CommandReply) GetStatus() []byte {
 func (x *CommandReply) GetReplayed() bool {
 	if x != nil {
 		return x.Replayed
+	}
+	return false
+}
+
+func (x *CommandReply) GetHandlerError() bool {
+	if x != nil {
+		return x.HandlerError
 	}
 	return false
 }
@@ -305,11 +315,12 @@ const file_cosnats_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"command_id\x18\x05 \x01(\tR\tcommandId\x12,\n" +
 	"\x12deadline_unix_nano\x18\x06 \x01(\x03R\x10deadlineUnixNano\x120\n" +
-	"\x14command_id_generated\x18\a \x01(\bR\x12commandIdGenerated\"\x98\x01\n" +
+	"\x14command_id_generated\x18\a \x01(\bR\x12commandIdGenerated\"\xbd\x01\n" +
 	"\fCommandReply\x12G\n" +
 	"\bresponse\x18\x01 \x01(\v2).chief_of_state.v1.ProcessCommandResponseH\x00R\bresponse\x12\x18\n" +
 	"\x06status\x18\x02 \x01(\fH\x00R\x06status\x12\x1a\n" +
-	"\breplayed\x18\x03 \x01(\bR\breplayedB\t\n" +
+	"\breplayed\x18\x03 \x01(\bR\breplayed\x12#\n" +
+	"\rhandler_error\x18\x04 \x01(\bR\fhandlerErrorB\t\n" +
 	"\aoutcome\"\xa5\x01\n" +
 	"\bSnapshot\x125\n" +
 	"\x05state\x18\x01 \x01(\v2\x1f.chief_of_state.v1.StateWrapperR\x05state\x12\x1a\n" +

@@ -1,0 +1,39 @@
+package telemetry
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Messaging operation types (OTel messaging conventions).
+const (
+	OpSend    = "send"
+	OpProcess = "process"
+)
+
+// StartMessaging starts a span of a NATS hop, following the OTel messaging conventions: name is
+// "<operation> <destination template>" (low cardinality), the concrete subject is an attribute.
+// Attributes are only built when the span records, so a disabled tracer costs next to nothing.
+func StartMessaging(ctx context.Context, tr trace.Tracer, name, op string, kind trace.SpanKind, template, subject string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	ctx, span := tr.Start(ctx, name, trace.WithSpanKind(kind))
+	if span.IsRecording() {
+		span.SetAttributes(semconv.MessagingSystemKey.String("nats"),
+			semconv.MessagingOperationTypeKey.String(op),
+			semconv.MessagingOperationName(op),
+			semconv.MessagingDestinationTemplate(template),
+			semconv.MessagingDestinationName(subject))
+		span.SetAttributes(attrs...)
+	}
+	return ctx, span
+}
+
+// Tracer is this project's tracer from tp (a no-op one when tp is nil).
+func Tracer(tp trace.TracerProvider) trace.Tracer {
+	if tp == nil {
+		return Off().Provider.Tracer(ScopeName)
+	}
+	return tp.Tracer(ScopeName)
+}
