@@ -2,7 +2,6 @@ package fault
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -27,28 +26,65 @@ type stored struct {
 	id    string // the command id that produced it
 }
 
-// readLog reads every event of an entity, in stream order.
-func readLog(ctx context.Context, s jetstream.Stream, id string) ([]stored, error) {
-	key, err := entity.NewKey(id, numShards)
-	if err != nil {
-		return nil, err
+// readLogs reads every event of the given entities, in stream order, with one ordered consumer (a
+// request per message would be hundreds of thousands of API calls after a long soak, and the JetStream
+// API answers "temporarily unavailable" to some of them while a cluster settles). The ordered consumer
+// recreates itself across such hiccups; only the overall deadline ends it.
+func readLogs(ctx context.Context, s jetstream.Stream, ids []string) (map[string][]stored, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	bySubject := map[string]string{}
+	out := map[string][]stored{}
+	for _, id := range ids {
+		key, err := entity.NewKey(id, numShards)
+		if err != nil {
+			return nil, err
+		}
+		bySubject[layout.Default().EventSubject(key)] = id
+		out[id] = nil
 	}
-	subject := layout.Default().EventSubject(key)
-	var out []stored
-	for seq := uint64(1); ; {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+	info, err := s.Info(ctx)
+	for err != nil && ctx.Err() == nil {
+		time.Sleep(time.Second) // the stream's leader is being elected
+		info, err = s.Info(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream info: %w", err)
+	}
+	last := info.State.LastSeq
+	if last == 0 {
+		return out, nil
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{layout.Default().EventSubjects()}})
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer: %w", err)
+	}
+	it, err := c.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("read the log: %w", err)
+	}
+	defer it.Stop()
+	go func() { <-ctx.Done(); it.Stop() }()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			return nil, fmt.Errorf("read the log (up to sequence %d): %w", last, err)
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("metadata: %w", err)
+		}
+		if id, ok := bySubject[m.Subject()]; ok {
+			var w cospb.EventWrapper
+			if err := proto.Unmarshal(m.Data(), &w); err != nil {
+				return nil, fmt.Errorf("decode %d: %w", meta.Sequence.Stream, err)
+			}
+			out[id] = append(out[id], stored{rev: w.GetMeta().GetRevisionNumber(), state: costest.Value(w.GetResultingState()),
+				id: m.Headers().Get(eventlog.HeaderCommandID)})
+		}
+		if meta.Sequence.Stream >= last {
 			return out, nil
 		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s from %d: %w", subject, seq, err)
-		}
-		var w cospb.EventWrapper
-		if err := proto.Unmarshal(m.Data, &w); err != nil {
-			return nil, fmt.Errorf("decode %d: %w", m.Sequence, err)
-		}
-		out = append(out, stored{rev: w.GetMeta().GetRevisionNumber(), state: costest.Value(w.GetResultingState()), id: m.Header.Get(eventlog.HeaderCommandID)})
-		seq = m.Sequence + 1
 	}
 }
 
@@ -94,7 +130,7 @@ var entityModel = porcupine.Model{
 }
 
 // check compares the history of the clients with the event log.
-func check(ctx context.Context, s jetstream.Stream, entities []string, ops []*op, start time.Time) verdict {
+func check(logs map[string][]stored, entities []string, ops []*op, start time.Time) verdict {
 	v := verdict{lost: map[string]bool{}, duplicated: map[string]bool{}, reordered: map[string]bool{}}
 	byEntity := map[string][]*op{}
 	for _, o := range ops {
@@ -102,11 +138,7 @@ func check(ctx context.Context, s jetstream.Stream, entities []string, ops []*op
 	}
 	ns := func(t time.Time) int64 { return t.Sub(start).Nanoseconds() }
 	for _, id := range entities {
-		log, err := readLog(ctx, s, id)
-		if err != nil {
-			v.fail("read the log of %s: %v", id, err)
-			continue
-		}
+		log := logs[id]
 		v.applied += len(log)
 		revOf := map[string]uint32{}
 		for i, e := range log {
