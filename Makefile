@@ -1,5 +1,5 @@
 # Developer tasks. `make test` is what CI runs after `make check`.
-.PHONY: all build test check proto check-proto fmt vet run
+.PHONY: all build test check proto check-proto fmt vet run check-observability
 
 all: build
 
@@ -29,3 +29,36 @@ check: fmt vet check-proto
 # The quickstart: the whole system with the example handler, embedded NATS, gRPC on :9000.
 run:
 	go run ./examples/bankaccount/cmd/bankdemo
+
+# Alert rules, their unit tests and the compose Prometheus configuration (needs promtool: apt-get
+# install prometheus).
+check-observability:
+	./scripts/check-observability.sh
+
+# Container images, the GoReleaser way: static binaries built on the host into dist/linux_<arch>/
+# (scripts/build-dist.sh), then packaged without a compiler (Dockerfile, deploy/docker/nats/Dockerfile).
+# BASE empty = the Dockerfile's default, distroless static nonroot; BASE=scratch needs no pull.
+IMAGE ?= cosnats:dev
+NATS_IMAGE ?= cosnats-nats:dev
+BASE ?=
+
+.PHONY: dist image nats-image compose-test
+
+dist:
+	./scripts/build-dist.sh
+
+image: dist
+	IMAGE='$(IMAGE)' BASE='$(BASE)' ./scripts/build-images.sh cos
+
+nats-image: dist
+	NATS_IMAGE='$(NATS_IMAGE)' ./scripts/build-images.sh nats
+
+# docker-compose.yml for real: builds both images on scratch, kills a NATS node and a worker under load.
+compose-test:
+	cd deploy/composetest && go test -count=1 -timeout 8m ./...
+
+.PHONY: chart-test
+# The Helm chart's tests (deploy/charttest has its own go.mod): strict lint and render of
+# deploy/helm/cosnats, schema and layout-guard cases, and the rendered Deployments run as processes.
+chart-test:
+	cd deploy/charttest && go vet ./... && go test -count=1 ./...

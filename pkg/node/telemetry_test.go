@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/cosnats/cosnats/deploy/observability"
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/internal/costest"
 	"github.com/cosnats/cosnats/pkg/config"
@@ -327,6 +328,19 @@ func TestMetricsOfARunningSystem(t *testing.T) {
 	for _, name := range DocumentedMetrics {
 		if fams[name] == nil {
 			t.Errorf("%s missing from /metrics", name)
+		}
+	}
+	// Every metric the shipped alert rules and dashboard query exists.
+	kit, err := observability.MetricNames()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kit) == 0 {
+		t.Fatal("the alert rules and the dashboard name no metric")
+	}
+	for _, name := range kit {
+		if fams[name] == nil {
+			t.Errorf("%s, used by deploy/observability, is not in /metrics", name)
 		}
 	}
 	for _, c := range []struct {
