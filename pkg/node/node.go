@@ -137,7 +137,7 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	}
 	log := slog.New(telemetry.LogHandler(opts.Logger.Handler()))
 	n := &node{cfg: cfg, opts: opts, log: log, lay: lay, health: st, metrics: metrics, tracing: tracing,
-		tracer: telemetry.Tracer(tracing.Provider)}
+		tracer: telemetry.Tracer(tracing)}
 	return n.run(ctx)
 }
 
@@ -249,11 +249,7 @@ func (n *node) run(ctx context.Context) error {
 		}
 	}
 	if gw != nil {
-		d := gateway.NATSDispatcher{Conn: nc, Template: n.lay.CommandSubjects()}
-		if n.tracing.Enabled {
-			d.Tracer = n.tracer
-		}
-		var dispatch gateway.Dispatcher = d
+		var dispatch gateway.Dispatcher = gateway.NATSDispatcher{Conn: nc, Tracer: n.tracer, Template: n.lay.CommandSubjects()}
 		if n.info.Worker != nil {
 			dispatch = n.info.Worker // same process: skip the NATS round trip
 		}

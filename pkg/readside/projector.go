@@ -62,7 +62,8 @@ type Deps struct {
 	Ready *health.Condition
 	// Metrics, when set, receives event outcomes, lag and the state of the shards this replica holds.
 	Metrics *telemetry.Metrics
-	// Tracer, when set, traces each delivery as a child of the command that stored the event.
+	// Tracer, when set, traces each delivery as a child of the command that stored the event (nil:
+	// tracing off).
 	Tracer trace.Tracer
 	// DialOptions are added to the connections to the read-side handlers (instrumentation).
 	DialOptions []grpc.DialOption
@@ -118,9 +119,6 @@ func (p *Projector) Run(ctx context.Context) error {
 	defer p.conn.stop()
 	p.runners = make(map[string]*shardRunner)
 	var all []*shardRunner
-	if p.deps.Tracer == nil {
-		p.deps.Tracer = telemetry.Tracer(nil)
-	}
 	for _, rs := range p.cfg.ReadSides {
 		p.deps.Metrics.ReadSideKnown(rs.ID)
 		conn, err := dial(rs, p.deps.DialOptions)

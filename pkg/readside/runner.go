@@ -517,7 +517,11 @@ func (s *shardRunner) deliver(d delivery) error {
 	}
 	// The delivery's span is a child of the command that stored the event (its trace context is in
 	// the event's headers).
-	ctx, span := telemetry.StartMessaging(telemetry.Extract(d.ctx, d.msg.Header), s.p.deps.Tracer, s.spanName,
+	ctx := d.ctx
+	if s.p.deps.Tracer != nil {
+		ctx = telemetry.Extract(ctx, d.msg.Header)
+	}
+	ctx, span := telemetry.StartMessaging(ctx, s.p.deps.Tracer, s.spanName,
 		telemetry.OpProcess, trace.SpanKindConsumer, s.p.cfg.Layout.EventSubjects(), d.msg.Subject)
 	defer span.End()
 	var w cospb.EventWrapper

@@ -17,7 +17,11 @@ const (
 // StartMessaging starts a span of a NATS hop, following the OTel messaging conventions: name is
 // "<operation> <destination template>" (low cardinality), the concrete subject is an attribute.
 // Attributes are only built when the span records, so a disabled tracer costs next to nothing.
+// A nil tracer (tracing off) starts nothing and returns ctx as it is.
 func StartMessaging(ctx context.Context, tr trace.Tracer, name, op string, kind trace.SpanKind, template, subject string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	if tr == nil {
+		return ctx, nothing
+	}
 	ctx, span := tr.Start(ctx, name, trace.WithSpanKind(kind))
 	if span.IsRecording() {
 		span.SetAttributes(semconv.MessagingSystemKey.String("nats"),
@@ -30,10 +34,14 @@ func StartMessaging(ctx context.Context, tr trace.Tracer, name, op string, kind 
 	return ctx, span
 }
 
-// Tracer is this project's tracer from tp (a no-op one when tp is nil).
-func Tracer(tp trace.TracerProvider) trace.Tracer {
-	if tp == nil {
-		return Off().Provider.Tracer(ScopeName)
+// nothing is the span of a disabled tracer: it records nothing and ends nothing.
+var nothing = trace.SpanFromContext(context.Background())
+
+// Tracer is this project's tracer when tracing is on, nil when it is off (StartMessaging then does
+// nothing at all).
+func Tracer(t Tracing) trace.Tracer {
+	if !t.Enabled || t.Provider == nil {
+		return nil
 	}
-	return tp.Tracer(ScopeName)
+	return t.Provider.Tracer(ScopeName)
 }

@@ -61,7 +61,7 @@ func TestTracingFromEnv(t *testing.T) {
 			if tr.Enabled != tc.enabled {
 				t.Fatalf("enabled = %v, want %v", tr.Enabled, tc.enabled)
 			}
-			_, span := Tracer(tr.Provider).Start(ctx, "x")
+			_, span := StartMessaging(ctx, Tracer(tr), "x", OpSend, trace.SpanKindProducer, "a.*", "a.b")
 			if span.IsRecording() != tc.enabled {
 				t.Fatalf("span recording = %v, want %v", span.IsRecording(), tc.enabled)
 			}

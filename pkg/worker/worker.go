@@ -93,7 +93,7 @@ type Deps struct {
 	Handler command.Handler
 	Logger  *slog.Logger
 	Metrics *telemetry.Metrics // nil: none
-	Tracer  trace.Tracer       // nil: no spans
+	Tracer  trace.Tracer       // nil: tracing off
 }
 
 // Stats are counters for tests and metrics.
@@ -140,11 +140,7 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		cfg.DrainTimeout = 25 * time.Second
 	}
 	q := newSerializer(limits{runs: cfg.MaxConcurrent, pendingBytes: cfg.MaxPendingBytes, entityQueue: cfg.MaxEntityQueue})
-	tr := deps.Tracer
-	if tr == nil {
-		tr = telemetry.Tracer(nil)
-	}
-	w := &Worker{cfg: cfg, deps: deps, subscribed: make(chan struct{}), q: q, tracer: tr,
+	w := &Worker{cfg: cfg, deps: deps, subscribed: make(chan struct{}), q: q, tracer: deps.Tracer,
 		processSpan: telemetry.OpProcess + " " + cfg.Layout.CommandSubjects(),
 		appendSpan:  telemetry.OpSend + " " + cfg.Layout.EventStream()}
 	deps.Metrics.SetInflight(w.inflight.Load)
@@ -242,7 +238,10 @@ func (w *Worker) onMsg(m *nats.Msg) {
 		respond(w.reply(nil, false, err))
 		return
 	}
-	parent := trace.SpanContextFromContext(telemetry.Extract(context.Background(), m.Header))
+	var parent trace.SpanContext
+	if w.tracer != nil {
+		parent = trace.SpanContextFromContext(telemetry.Extract(context.Background(), m.Header))
+	}
 	if err := w.submit(job{subject: m.Subject, req: req, size: int64(len(m.Data)), done: respond, parent: parent}, false); err != nil {
 		respond(statusReply(status.Convert(err)))
 	}
