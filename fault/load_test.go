@@ -27,6 +27,7 @@ type op struct {
 	state    int64
 	ok       bool // answered OK
 	attempts int
+	gw       int // the gateway a read went to
 }
 
 // load runs clients that send commands (with command ids, retried on any error with the same id, as the
@@ -167,7 +168,8 @@ func (l *load) command(o *op, seq int) {
 
 // read asks a gateway for the entity's state once; a failed read is not recorded as an answer.
 func (l *load) read(o *op, seq int) {
-	gw := l.gateways[seq%len(l.gateways)]
+	o.gw = seq % len(l.gateways)
+	gw := l.gateways[o.gw]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	o.attempts = 1

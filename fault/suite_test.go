@@ -70,11 +70,14 @@ func TestFaultSuite(t *testing.T) {
 	windows := []window{{name: "start-up: all at once, NATS 2s later", from: began, to: time.Now(), recovered: up, answers: s.load.answers()}}
 
 	all := scenarios()
-	if only := os.Getenv("COS_FAULT_ONLY"); only != "" { // e.g. "rolling": the scenarios whose name has it
+	if only := os.Getenv("COS_FAULT_ONLY"); only != "" { // e.g. "rolling,partition": the scenarios whose name has one
 		var some []scenario
 		for _, sc := range all {
-			if strings.Contains(sc.name, only) {
-				some = append(some, sc)
+			for _, part := range strings.Split(only, ",") {
+				if part != "" && strings.Contains(sc.name, part) {
+					some = append(some, sc)
+					break
+				}
 			}
 		}
 		all = some
@@ -323,6 +326,10 @@ func (s *suite) finalChecks(ctx context.Context, windows []window) {
 			}
 		}
 		reord := reordered(ops, w.from, w.to)
+		stale := staleReads(ops, w.from, w.to)
+		if len(stale) > 0 {
+			t.Errorf("%s: %d reads answered a state older than an acknowledged command:\n%s", w.name, len(stale), joinLines(stale, 10))
+		}
 		totalAcked += acked
 		totalRetried += retried
 		note := ""
@@ -371,6 +378,40 @@ func (s *suite) finalChecks(ctx context.Context, windows []window) {
 	if len(rsProblems) > 0 {
 		t.Errorf("the read side:\n%s", joinLines(rsProblems, 40))
 	}
+}
+
+// staleReads describes the reads started in [from, to) that answered a lower revision than a command
+// of the same entity acknowledged before the read was sent (GetState promises read-your-writes).
+func staleReads(ops []*op, from, to time.Time) []string {
+	acked := map[string][]*op{}
+	for _, o := range ops {
+		if o.id != "" && o.ok {
+			acked[o.entity] = append(acked[o.entity], o)
+		}
+	}
+	for _, es := range acked {
+		sort.Slice(es, func(i, j int) bool { return es[i].ret.Before(es[j].ret) })
+	}
+	var out []string
+	for _, r := range ops {
+		if r.id != "" || !r.ok || r.call.Before(from) || !r.call.Before(to) {
+			continue
+		}
+		var newest *op
+		for _, w := range acked[r.entity] {
+			if !w.ret.Before(r.call) {
+				break
+			}
+			if newest == nil || w.rev > newest.rev {
+				newest = w
+			}
+		}
+		if newest != nil && newest.rev > r.rev {
+			out = append(out, fmt.Sprintf("%s: GetState at %s through gateway %d answered revision %d; revision %d was acknowledged at %s",
+				r.entity, r.call.Format("15:04:05.000"), r.gw, r.rev, newest.rev, newest.ret.Format("15:04:05.000")))
+		}
+	}
+	return out
 }
 
 // reordered counts the acknowledged commands that started in [from, to) and were applied before a
