@@ -81,10 +81,11 @@ func newShardRunner(p *Projector, rs config.ReadSide, shard int, client cospb.Re
 
 // delivery is one event received from the consumer.
 type delivery struct {
-	msg  *nats.Msg
-	seq  uint64 // stream sequence
-	lane string // the entity's subject
-	ctx  context.Context
+	msg    *nats.Msg
+	seq    uint64    // stream sequence
+	lane   string    // the entity's subject
+	stored time.Time // when the event was stored (for the lag metric)
+	ctx    context.Context
 }
 
 // result is the outcome of handing a delivery to the read side.
@@ -431,7 +432,7 @@ func (s *shardRunner) session(ctx context.Context) sessionEnd {
 				stop(sessionEnd{why: why}, true)
 			case evDelivery:
 				meta, _ := m.Metadata()
-				d := delivery{msg: m, seq: meta.Sequence.Stream, lane: m.Subject, ctx: calls}
+				d := delivery{msg: m, seq: meta.Sequence.Stream, lane: m.Subject, stored: meta.Timestamp, ctx: calls}
 				if failed != nil && d.seq >= failed.from {
 					continue
 				}
@@ -557,9 +558,7 @@ func (s *shardRunner) deliver(d delivery) error {
 	s.p.delivered.Add(1)
 	if m := s.p.deps.Metrics; m != nil {
 		m.ReadSideEvent(s.rs.ID, telemetry.EventOK)
-		if meta, err := d.msg.Metadata(); err == nil {
-			m.ReadSideHandled(ctx, s.rs.ID, time.Since(meta.Timestamp))
-		}
+		m.ReadSideHandled(ctx, s.rs.ID, time.Since(d.stored))
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/textproto"
-	"os"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -34,7 +33,6 @@ const (
 	AttrRevision    = attribute.Key("cos.revision")
 	AttrReadSideID  = attribute.Key("cos.read_side_id")
 	AttrShard       = attribute.Key("cos.shard")
-	AttrEvents      = attribute.Key("cos.events")
 	AttrReplayed    = attribute.Key("cos.replayed")
 )
 
@@ -153,7 +151,7 @@ func (c HeaderCarrier) Keys() []string {
 // is left out).
 func Inject(ctx context.Context, h nats.Header) {
 	if trace.SpanContextFromContext(ctx).IsValid() {
-		Propagator.Inject(Trim(ctx), HeaderCarrier(h))
+		Propagator.Inject(trim(ctx), HeaderCarrier(h))
 	}
 }
 
@@ -172,8 +170,8 @@ const TraceHeaderBytes = 700
 // MaxTraceState is the longest tracestate carried on (W3C allows implementations to cut it at 512).
 const MaxTraceState = 512
 
-// Trim drops a tracestate too long to carry, so the header budget of TraceHeaderBytes holds.
-func Trim(ctx context.Context) context.Context {
+// trim drops a tracestate too long to carry, so the header budget of TraceHeaderBytes holds.
+func trim(ctx context.Context) context.Context {
 	sc := trace.SpanContextFromContext(ctx)
 	if !sc.IsValid() || len(sc.TraceState().String()) <= MaxTraceState {
 		return ctx
@@ -188,6 +186,3 @@ func Fail(span trace.Span, err error) {
 		span.SetStatus(codes.Error, err.Error())
 	}
 }
-
-// Getenv is os.Getenv, for TracingFromEnv.
-func Getenv(k string) string { return os.Getenv(k) }

@@ -464,7 +464,7 @@ func (w *Worker) append(ctx, base context.Context, app eventlog.Append) (uint64,
 		seq, err := w.deps.Store.Append(actx, app)
 		w.deps.Metrics.Append(actx, time.Since(start), errors.Is(err, eventlog.ErrConflict))
 		if span.IsRecording() {
-			span.SetAttributes(semconv.MessagingBatchMessageCount(len(app.Events)), telemetry.AttrEvents.Int(len(app.Events)))
+			span.SetAttributes(semconv.MessagingBatchMessageCount(len(app.Events)))
 			telemetry.Fail(span, err)
 		}
 		span.End()
