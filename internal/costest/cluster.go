@@ -6,6 +6,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/cosnats/cosnats/internal/faultproxy"
 	"github.com/cosnats/cosnats/pkg/natsembed"
 )
 
@@ -17,8 +18,9 @@ const clusterReadyTimeout = natsembed.ClusterReadyTimeout
 // test: failures end the test, and the servers stop when it ends. Clients connect over TCP (ClientURL),
 // never in-process, so they behave as they would against a real deployment.
 type Cluster struct {
-	t testing.TB
-	c *natsembed.Cluster
+	t      testing.TB
+	c      *natsembed.Cluster
+	routes map[[2]int]*faultproxy.Proxy // [from, to]: the proxy server from routes to server to through
 }
 
 // StartCluster starts n clustered servers, each storing in its own directory under t.TempDir(), and
@@ -33,6 +35,55 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	}
 	t.Cleanup(c.Shutdown) // registered after t.TempDir, so it runs before the directory is removed
 	return &Cluster{t: t, c: c}
+}
+
+// StartIsolatableCluster is StartCluster with every route through a proxy, so Isolate can cut a server
+// off from its peers while its clients still reach it: the partition in which a stream leader keeps
+// believing it leads after the others elected a new one.
+func StartIsolatableCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	routes := map[[2]int]*faultproxy.Proxy{}
+	var proxyErr error
+	c, err := natsembed.StartCluster(natsembed.ClusterConfig{Size: n, StoreDir: t.TempDir(), Name: "cos-test",
+		Route: func(from, to, port int) string {
+			px, err := faultproxy.Start("", fmt.Sprintf("127.0.0.1:%d", port))
+			if err != nil {
+				proxyErr = err
+				return fmt.Sprintf("nats-route://127.0.0.1:%d", port)
+			}
+			routes[[2]int{from, to}] = px
+			return "nats-route://" + px.Addr()
+		}})
+	for _, px := range routes {
+		t.Cleanup(px.Close)
+	}
+	if err == nil {
+		err = proxyErr
+	}
+	if err != nil {
+		t.Fatalf("StartIsolatableCluster: %v", err)
+	}
+	t.Cleanup(c.Shutdown)
+	return &Cluster{t: t, c: c, routes: routes}
+}
+
+// Isolate blackholes every route to and from server i (connections stay open, nothing passes); its
+// clients still reach it. Only on a cluster from StartIsolatableCluster.
+func (c *Cluster) Isolate(i int) { c.eachRoute(i, (*faultproxy.Proxy).Blackhole) }
+
+// Rejoin ends Isolate.
+func (c *Cluster) Rejoin(i int) { c.eachRoute(i, (*faultproxy.Proxy).Heal) }
+
+func (c *Cluster) eachRoute(i int, fn func(*faultproxy.Proxy)) {
+	c.t.Helper()
+	if c.routes == nil {
+		c.t.Fatal("Isolate/Rejoin need a cluster from StartIsolatableCluster")
+	}
+	for key, px := range c.routes {
+		if key[0] == i || key[1] == i {
+			fn(px)
+		}
+	}
 }
 
 // Size is the number of servers, running or not.

@@ -28,6 +28,10 @@ type ClusterConfig struct {
 	Name string
 	// SyncAlways fsyncs every write before acknowledging it (sync_interval: always) on every server.
 	SyncAlways bool
+	// Route, when set, is the URL server from dials to reach server to, whose route listener is on port:
+	// a test puts a proxy there to cut routes. The servers then do not advertise their route addresses,
+	// so they cannot route around it.
+	Route func(from, to, port int) string
 }
 
 // Cluster is a JetStream cluster of embedded nats-servers on 127.0.0.1, each with its own store
@@ -84,6 +88,16 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		if cfg.Size > 1 {
 			c.opts[i].Cluster = server.ClusterOpts{Name: name, Host: "127.0.0.1", Port: routePorts[i]}
 			c.opts[i].Routes = server.RoutesFromStr(strings.Join(routes, ","))
+			if cfg.Route != nil {
+				var via []string
+				for to, port := range routePorts {
+					if to != i {
+						via = append(via, cfg.Route(i, to, port))
+					}
+				}
+				c.opts[i].Routes = server.RoutesFromStr(strings.Join(via, ","))
+				c.opts[i].Cluster.Advertise, c.opts[i].Cluster.NoAdvertise = "127.0.0.1:1", true
+			}
 		}
 		if err := c.start(i); err != nil {
 			c.Shutdown()
