@@ -55,7 +55,8 @@ func readLogs(ctx context.Context, s jetstream.Stream, ids []string) (map[string
 	if last == 0 {
 		return out, nil
 	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{layout.Default().EventSubjects()}})
+	// Events only: the stream also holds read barriers, which expire (the last sequence may be one).
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{layout.Default().AllEventSubjects()}})
 	if err != nil {
 		return nil, fmt.Errorf("ordered consumer: %w", err)
 	}
@@ -82,7 +83,7 @@ func readLogs(ctx context.Context, s jetstream.Stream, ids []string) (map[string
 			out[id] = append(out[id], stored{rev: w.GetMeta().GetRevisionNumber(), state: costest.Value(w.GetResultingState()),
 				id: m.Headers().Get(eventlog.HeaderCommandID)})
 		}
-		if meta.Sequence.Stream >= last {
+		if meta.NumPending == 0 { // the load has stopped: no event comes after this one
 			return out, nil
 		}
 	}

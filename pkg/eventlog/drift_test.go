@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -30,7 +31,7 @@ func TestOpenRefusesDrift(t *testing.T) {
 		{"other layout version", func(c *jetstream.StreamConfig) {
 			c.Metadata = map[string]string{eventlog.MetaNumShards: "9", eventlog.MetaLayout: "7"}
 		}, "cos_layout"},
-		{"message TTLs", func(c *jetstream.StreamConfig) { c.AllowMsgTTL = true }, "allow_msg_ttl"},
+		{"delete markers", func(c *jetstream.StreamConfig) { c.SubjectDeleteMarkerTTL = time.Minute }, "subject_delete_marker_ttl"},
 		{"per-subject limit", func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = 5 }, "max_msgs_per_subject"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,15 +61,19 @@ func TestOpenRefusesDrift(t *testing.T) {
 	})
 }
 
-// A stream made before the shard count was recorded gets it recorded, after its first event is checked
-// against it; a process with another count is refused from then on.
+// A stream made before the shard count was recorded gets it recorded, after its first event (not a read
+// barrier before it) is checked against it; a process with another count is refused from then on. The
+// upgrade also allows direct gets and message TTLs.
 func TestShardCountIsRecorded(t *testing.T) {
 	nc, js := costest.JetStream(t, costest.StartNATS(t))
 	ctx := context.Background()
 	cfg := eventlog.Config{Layout: layout.Default(), Replicas: 1, NumShards: 9}
 	legacy := eventlog.StreamConfig(cfg)
-	legacy.Metadata = nil
+	legacy.Metadata, legacy.AllowDirect, legacy.AllowMsgTTL = nil, false, false
 	if _, err := js.CreateStream(ctx, legacy); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, layout.Default().SyncSubject(), nil); err != nil {
 		t.Fatal(err)
 	}
 	k, _ := entity.NewKey("test-id-0", 9) // shard 5 with 9 shards, 7 with 16
@@ -89,8 +94,8 @@ func TestShardCountIsRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.CachedInfo().Config.Metadata[eventlog.MetaNumShards]; got != "9" {
-		t.Fatalf("recorded shard count %q", got)
+	if got := s.CachedInfo().Config; got.Metadata[eventlog.MetaNumShards] != "9" || !got.AllowDirect || !got.AllowMsgTTL {
+		t.Fatalf("after the upgrade: shard count %q, allow_direct %v, allow_msg_ttl %v", got.Metadata[eventlog.MetaNumShards], got.AllowDirect, got.AllowMsgTTL)
 	}
 	if _, err := eventlog.Open(ctx, js, sixteen); !errors.Is(err, layout.ErrMismatch) || !strings.Contains(err.Error(), "COS_NUM_SHARDS=9") {
 		t.Fatalf("16 shards after recording: %v", err)

@@ -101,9 +101,11 @@ type Config struct {
 
 // Log appends and reads events.
 type Log struct {
-	js     jetstream.JetStream
-	stream jetstream.Stream
-	layout layout.Layout
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	layout   layout.Layout
+	replicas int
+	barriers barriers
 }
 
 // Open binds the event stream, creating it when it does not exist, and refuses one whose settings
@@ -131,50 +133,87 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Log, error)
 	if err := compatible(info.Config, want); err != nil {
 		return nil, err
 	}
-	l := &Log{js: js, stream: s, layout: cfg.Layout}
-	if info.Config.Metadata[MetaNumShards] == "" {
-		if err := l.recordShards(ctx, info, cfg.NumShards); err != nil {
-			return nil, err
-		}
+	l := &Log{js: js, stream: s, layout: cfg.Layout, replicas: cfg.Replicas}
+	l.barriers.publish = l.publishBarrier
+	if err := l.upgrade(ctx, info, cfg.NumShards); err != nil {
+		return nil, err
 	}
 	return l, nil
 }
 
-// recordShards writes the shard count into the metadata of a stream made before it was recorded,
-// after checking that its first event sits on the shard this count gives it.
-func (l *Log) recordShards(ctx context.Context, info *jetstream.StreamInfo, numShards int) error {
-	name := info.Config.Name
-	if info.State.Msgs > 0 {
-		m, err := l.stream.GetMsg(ctx, info.State.FirstSeq)
-		if err != nil {
+// upgrade brings a stream made by an earlier version up to date: it records the shard count in the
+// metadata (after checking that its first event sits on the shard this count gives it), and allows
+// direct gets and per-message TTLs, which read barriers need. Events never carry a TTL.
+func (l *Log) upgrade(ctx context.Context, info *jetstream.StreamInfo, numShards int) error {
+	name, cfg := info.Config.Name, info.Config
+	record := cfg.Metadata[MetaNumShards] == ""
+	if !record && cfg.AllowDirect && cfg.AllowMsgTTL {
+		return nil
+	}
+	if record && info.State.Msgs > 0 {
+		m, err := l.get(ctx, GetRequest{Seq: info.State.FirstSeq, NextFor: l.layout.AllEventSubjects()})
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound): // only read barriers: no event to check
+		case err != nil:
 			return fmt.Errorf("read the first event of %s: %w", name, err)
-		}
-		shard, token, ok := l.layout.ParseEventSubject(m.Subject)
-		id, perr := entity.ParseToken(token)
-		if !ok || perr != nil {
-			return fmt.Errorf("%w: stream %s holds a message on %s, not an event subject", layout.ErrMismatch, name, m.Subject)
-		}
-		if k, err := entity.NewKey(id, numShards); err != nil || k.Shard != shard {
-			return fmt.Errorf("%w: stream %s was written with another COS_NUM_SHARDS than %d (its first event, of entity %q, is on shard %d); set COS_NUM_SHARDS to the value it was created with",
-				layout.ErrMismatch, name, numShards, id, shard)
+		default:
+			if err := checkShard(l.layout, name, m.Subject, numShards); err != nil {
+				return err
+			}
 		}
 	}
-	cfg := info.Config
 	meta := make(map[string]string, len(cfg.Metadata)+2)
 	for k, v := range cfg.Metadata {
 		meta[k] = v
 	}
-	meta[MetaNumShards], meta[MetaLayout] = strconv.Itoa(numShards), LayoutVersion
-	cfg.Metadata = meta
-	if _, err := l.js.UpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("record COS_NUM_SHARDS in the metadata of stream %s: %w", name, err)
+	if record {
+		meta[MetaNumShards], meta[MetaLayout] = strconv.Itoa(numShards), LayoutVersion
+	}
+	cfg.Metadata, cfg.AllowDirect, cfg.AllowMsgTTL = meta, true, true
+	s, err := l.js.UpdateStream(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("update stream %s (record COS_NUM_SHARDS, allow direct gets and message TTLs): %w", name, err)
+	}
+	l.stream = s
+	return nil
+}
+
+// checkShard checks that the event on subject belongs to the shard numShards gives its entity.
+func checkShard(lay layout.Layout, stream, subject string, numShards int) error {
+	shard, token, ok := lay.ParseEventSubject(subject)
+	id, perr := entity.ParseToken(token)
+	if !ok || perr != nil {
+		return fmt.Errorf("%w: stream %s holds a message on %s, not an event subject", layout.ErrMismatch, stream, subject)
+	}
+	if k, err := entity.NewKey(id, numShards); err != nil || k.Shard != shard {
+		return fmt.Errorf("%w: stream %s was written with another COS_NUM_SHARDS than %d (its first event, of entity %q, is on shard %d); set COS_NUM_SHARDS to the value it was created with",
+			layout.ErrMismatch, stream, numShards, id, shard)
 	}
 	return nil
 }
 
-// Last reads an entity's head from the stream leader. A missing entity is Head{Seq: 0}.
+// get reads from the stream leader. On a single replica that is a direct get (cheaper: no JSON), which
+// nats.go chooses because such streams allow them.
+func (l *Log) get(ctx context.Context, req GetRequest) (*jetstream.RawStreamMsg, error) {
+	if l.replicas <= 1 {
+		if req.LastFor != "" {
+			return l.stream.GetLastMsgForSubject(ctx, req.LastFor)
+		}
+		var opts []jetstream.GetMsgOpt
+		if req.NextFor != "" {
+			opts = append(opts, jetstream.WithGetMsgSubject(req.NextFor))
+		}
+		return l.stream.GetMsg(ctx, req.Seq, opts...)
+	}
+	return LeaderGet(ctx, l.js.Conn(), l.layout.EventStream(), req)
+}
+
+// Last reads an entity's head from whoever leads the stream. A missing entity is Head{Seq: 0}. A
+// leader that lost its quorum without noticing yet may answer an older head: fine for a command (its
+// append's expected-sequence check fails and it reloads), not for a reader who was promised every
+// acknowledged command (Current).
 func (l *Log) Last(ctx context.Context, k entity.Key) (Head, error) {
-	m, err := l.stream.GetLastMsgForSubject(ctx, l.layout.EventSubject(k))
+	m, err := l.get(ctx, GetRequest{LastFor: l.layout.EventSubject(k)})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return Head{}, nil
 	}
@@ -186,7 +225,7 @@ func (l *Log) Last(ctx context.Context, k entity.Key) (Head, error) {
 
 // At reads the event stored at stream sequence seq, which must belong to entity k.
 func (l *Log) At(ctx context.Context, k entity.Key, seq uint64) (Head, error) {
-	m, err := l.stream.GetMsg(ctx, seq)
+	m, err := l.get(ctx, GetRequest{Seq: seq})
 	if err != nil {
 		return Head{}, fmt.Errorf("read event %d of %q: %w", seq, k.ID, err)
 	}

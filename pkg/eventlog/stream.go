@@ -20,8 +20,9 @@ const (
 
 // StreamConfig is the event stream's configuration: no age or count limits (sequences must never be
 // reused by an entity whose messages aged out), deletes and purges denied, atomic batches allowed.
-// Direct gets (cheap: no JSON API round trip) only on a single replica, where they are read-your-writes;
-// on replicated streams any replica may answer a direct get, so every read goes to the leader instead.
+// Direct gets are allowed: on a single replica they are the cheap leader read; on replicated streams any
+// replica may answer one, so only reads that verify a barrier use them (see Current). Per-message TTLs
+// are allowed for those barriers; events never carry one.
 func StreamConfig(cfg Config) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:               cfg.Layout.EventStream(),
@@ -38,7 +39,8 @@ func StreamConfig(cfg Config) jetstream.StreamConfig {
 		DenyDelete:         true,
 		DenyPurge:          true,
 		AllowAtomicPublish: true,
-		AllowDirect:        cfg.Replicas <= 1,
+		AllowDirect:        true,
+		AllowMsgTTL:        true,
 		Duplicates:         DedupWindow,
 		Metadata:           map[string]string{MetaNumShards: strconv.Itoa(cfg.NumShards), MetaLayout: LayoutVersion},
 	}
@@ -85,14 +87,11 @@ func compatible(got, want jetstream.StreamConfig) error {
 	if !got.AllowAtomicPublish {
 		bad("allow_atomic", false, true)
 	}
-	if got.AllowDirect && got.Replicas > 1 {
-		bad("allow_direct", true, "false with replicas > 1 (direct gets are not read-your-writes on replicas)")
-	}
 	if got.Duplicates <= 0 {
 		bad("duplicate_window", got.Duplicates, "a window (command ids are deduplicated in it)")
 	}
-	if got.AllowMsgTTL {
-		bad("allow_msg_ttl", true, "false (events must never expire)")
+	if got.SubjectDeleteMarkerTTL > 0 {
+		bad("subject_delete_marker_ttl", got.SubjectDeleteMarkerTTL, "none (markers would be stored on event subjects)")
 	}
 	if n := got.Metadata[MetaNumShards]; n != "" && n != want.Metadata[MetaNumShards] {
 		errs = append(errs, fmt.Errorf("it was created with COS_NUM_SHARDS=%s, this process has %s: every entity would be looked up on another subject (an empty history); set COS_NUM_SHARDS=%s",

@@ -90,7 +90,8 @@ var errBadReply = errors.New("undecodable reply from a worker")
 
 // Reader reads entity heads; the event log implements it.
 type Reader interface {
-	Last(ctx context.Context, k entity.Key) (eventlog.Head, error)
+	// Current is the entity's head including every command acknowledged before the call.
+	Current(ctx context.Context, k entity.Key) (eventlog.Head, error)
 }
 
 // Service implements cospb.ChiefOfStateServiceServer. It answers UNAVAILABLE until Bind gives it the
@@ -260,8 +261,9 @@ func (s *Service) requestError(ctx context.Context, commandID string, err error)
 	return status.Errorf(codes.Unknown, "sending the command failed: the outcome of command %s is unknown; retry with the same %s", commandID, CommandIDKey)
 }
 
-// GetState implements the COS RPC. It reads the entity's last event from the stream leader, so it
-// sees every command that was acknowledged before it was called.
+// GetState implements the COS RPC. It sees every command acknowledged before it was called, through
+// whatever leader changes (eventlog.Log.Current); when it cannot be sure, it fails rather than answer
+// an older state.
 func (s *Service) GetState(ctx context.Context, req *cospb.GetStateRequest) (*cospb.GetStateResponse, error) {
 	b := s.backend.Load()
 	if b == nil {
@@ -271,13 +273,13 @@ func (s *Service) GetState(ctx context.Context, req *cospb.GetStateRequest) (*co
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	head, err := b.reader.Last(ctx, key)
+	head, err := b.reader.Current(ctx, key)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
 		s.log.ErrorContext(ctx, "read state", "entity", key.ID, "err", err)
-		return nil, status.Error(codes.Unavailable, "the event store is unavailable")
+		return nil, status.Error(codes.Unavailable, "the event store is unavailable: the current state could not be confirmed by a quorum of its replicas; retry")
 	}
 	if head.Seq == 0 {
 		return nil, status.Error(codes.NotFound, fmt.Sprintf("entity %q not found", key.ID))

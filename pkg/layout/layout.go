@@ -52,6 +52,14 @@ func (l Layout) StateBucket() string { return l.prefix + "_STATE" }
 // EventSubjects is the event stream's subject filter.
 func (l Layout) EventSubjects() string { return l.root + ".events.>" }
 
+// AllEventSubjects matches every entity's event subject (and not SyncSubject).
+func (l Layout) AllEventSubjects() string { return l.root + ".events.*.*" }
+
+// SyncSubject is where gateways publish read barriers: short-lived messages (a per-message TTL) in the
+// event stream that prove, once stored, that a replica has everything acknowledged before them. It has
+// fewer tokens than an event subject, so no event filter matches it.
+func (l Layout) SyncSubject() string { return l.root + ".events.sync" }
+
 // EventSubject is the subject holding one entity's events.
 func (l Layout) EventSubject(k entity.Key) string {
 	return l.root + ".events." + strconv.Itoa(k.Shard) + "." + k.Token

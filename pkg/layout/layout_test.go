@@ -32,7 +32,7 @@ func TestParse(t *testing.T) {
 	if shard, tok, ok := l.ParseEventSubject(l.EventSubject(k)); !ok || shard != k.Shard || tok != k.Token {
 		t.Fatalf("ParseEventSubject = %d %q %v", shard, tok, ok)
 	}
-	for _, bad := range []string{"cos.events.x.t", "cos.events.1", "cos.cmd.1.t", "cos.events.1.a.b", "cos.events.-1.t"} {
+	for _, bad := range []string{"cos.events.sync", "cos.events.x.t", "cos.events.1", "cos.cmd.1.t", "cos.events.1.a.b", "cos.events.-1.t"} {
 		if _, _, ok := l.ParseEventSubject(bad); ok {
 			t.Errorf("ParseEventSubject(%q) accepted", bad)
 		}

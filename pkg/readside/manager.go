@@ -15,6 +15,7 @@ import (
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
+	"github.com/cosnats/cosnats/pkg/eventlog"
 	"github.com/cosnats/cosnats/pkg/layout"
 )
 
@@ -228,11 +229,9 @@ func (m *Manager) skip(ctx context.Context, id string, shard int) error {
 	if seq := st.GetFailedSequence(); seq > info.AckFloor.Stream && (st.GetFailing() || st.GetStopped()) {
 		target = seq
 	} else {
-		s, err := b.js.Stream(ctx, m.layout.EventStream())
-		if err != nil {
-			return fmt.Errorf("event stream: %w", err)
-		}
-		next, err := s.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(m.layout.ShardEventSubjects(shard)))
+		// From the leader: a follower that is behind could name no event, or an older one.
+		next, err := eventlog.LeaderGet(ctx, b.js.Conn(), m.layout.EventStream(),
+			eventlog.GetRequest{Seq: info.AckFloor.Stream + 1, NextFor: m.layout.ShardEventSubjects(shard)})
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return errNothingToSkip
 		}
