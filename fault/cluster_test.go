@@ -2,6 +2,7 @@ package fault
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -143,14 +144,53 @@ func (c *natsCluster) healthy(ctx context.Context) error {
 func (c *natsCluster) partition(k int) { c.eachOf(k, (*faultproxy.Proxy).Blackhole) }
 func (c *natsCluster) heal(k int)      { c.eachOf(k, (*faultproxy.Proxy).Heal) }
 
+// isolate cuts node k off from the other nodes only: its clients still reach it. A stream leader cut
+// off this way believes it leads for seconds after the others elected a new one; rejoin ends it.
+func (c *natsCluster) isolate(k int) { c.eachRoute(k, (*faultproxy.Proxy).Blackhole) }
+func (c *natsCluster) rejoin(k int)  { c.eachRoute(k, (*faultproxy.Proxy).Heal) }
+
 func (c *natsCluster) eachOf(k int, fn func(*faultproxy.Proxy)) {
 	fn(c.clients[k])
+	c.eachRoute(k, fn)
+}
+
+func (c *natsCluster) eachRoute(k int, fn func(*faultproxy.Proxy)) {
 	for j := range clusterSize {
 		if j != k {
 			fn(c.routes[k][j])
 			fn(c.routes[j][k])
 		}
 	}
+}
+
+// metaLeader is the index of the JetStream meta leader, as the first node that answers says.
+func (c *natsCluster) metaLeader() (int, error) {
+	var last error
+	for k := range clusterSize {
+		resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + c.monitor[k] + "/jsz")
+		if err != nil {
+			last = err
+			continue
+		}
+		var jsz struct {
+			Meta *struct {
+				Leader string `json:"leader"`
+			} `json:"meta_cluster"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&jsz)
+		resp.Body.Close()
+		if err != nil || jsz.Meta == nil {
+			last = fmt.Errorf("nats-%d jsz: %v", k, err)
+			continue
+		}
+		for i := range clusterSize {
+			if jsz.Meta.Leader == fmt.Sprintf("n%d", i) {
+				return i, nil
+			}
+		}
+		last = fmt.Errorf("nats-%d says the meta leader is %q", k, jsz.Meta.Leader)
+	}
+	return 0, last
 }
 
 // dropClientConnections closes every client connection to every node; clients reconnect at once.

@@ -13,8 +13,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
+	"github.com/cosnats/cosnats/internal/costest"
 	"github.com/cosnats/cosnats/pkg/layout"
 )
 
@@ -198,6 +200,29 @@ func scenarios() []scenario {
 			s.tp.nats.heal(k)
 			return nil
 		}},
+		{name: "cut the stream leader off from its peers for 12s", run: func(ctx context.Context, s *suite) error {
+			// The stream's leader is moved to the meta leader's node, and a probe gateway connects to that
+			// node only. Cut off from its peers, the node still believes it leads (and still answers the
+			// API) for seconds after the others elected a new leader: the probe writes through the other
+			// gateways and reads through its own all along.
+			k, err := s.moveStreamLeaderToMetaLeader(ctx)
+			if err != nil {
+				return err
+			}
+			p, addr := s.tp.extraGateway("gateway-probe", s.tp.nats.clients[k].URL())
+			if err := p.start(); err != nil {
+				return err
+			}
+			defer p.kill()
+			rctx, cancel := context.WithTimeout(ctx, time.Minute)
+			err = waitReady(rctx, []*proc{p})
+			cancel()
+			if err != nil {
+				return err
+			}
+			return s.readAfterWriteProbe(ctx, costest.Client(s.t, addr), 12*time.Second,
+				func() { s.tp.nats.isolate(k) }, func() { s.tp.nats.rejoin(k) })
+		}},
 		{name: "stream and consumer leader step-downs", run: func(ctx context.Context, s *suite) error {
 			return s.stepDowns(ctx)
 		}},
@@ -252,6 +277,106 @@ func scenarios() []scenario {
 }
 
 // stepDowns asks the event stream's leader and every read-side consumer's leader to step down.
+// moveStreamLeaderToMetaLeader makes the JetStream meta leader's node lead the event stream too, and
+// returns it.
+func (s *suite) moveStreamLeaderToMetaLeader(ctx context.Context) (int, error) {
+	subject := "$JS.API.STREAM.LEADER.STEPDOWN." + layout.Default().EventStream()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		meta, merr := s.tp.nats.metaLeader()
+		leader, err := s.streamLeader(ctx)
+		if merr == nil && err == nil && leader == meta {
+			return meta, nil
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("could not move the stream leader to the meta leader (stream leader %d, %v; meta leader %d, %v)", leader, err, meta, merr)
+		}
+		if merr == nil && err == nil {
+			body := fmt.Sprintf(`{"placement":{"preferred":"n%d"}}`, meta)
+			if _, err := s.nc.Request(subject, []byte(body), 10*time.Second); err != nil {
+				return 0, fmt.Errorf("%s: %w", subject, err)
+			}
+		}
+		hold(ctx, 500*time.Millisecond)
+	}
+}
+
+// readAfterWriteProbe creates an entity, calls cut, and for d writes through the suite's gateways (in
+// turn) and reads through reader after each write; then it calls heal. It fails if a read answers a
+// revision older than a write acknowledged before it began.
+func (s *suite) readAfterWriteProbe(ctx context.Context, reader cospb.ChiefOfStateServiceClient, d time.Duration, cut, heal func()) error {
+	writers := s.tp.clients()
+	entity := fmt.Sprintf("probe-%d", time.Now().UnixNano())
+	var acked uint32
+	for deadline := time.Now().Add(30 * time.Second); acked == 0; {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := writers[0].ProcessCommand(wctx, &cospb.ProcessCommandRequest{EntityId: entity, Command: costest.Cmd("add:1")})
+		cancel()
+		if err == nil {
+			acked = resp.GetMeta().GetRevisionNumber()
+		} else if time.Now().After(deadline) {
+			return fmt.Errorf("probe: could not create the entity: %w", err)
+		}
+	}
+	cut()
+	defer heal()
+	var writes, reads, failedReads int
+	var stale []string
+	var readErr error
+	for i, end := 0, time.Now().Add(d); time.Now().Before(end) && ctx.Err() == nil; i++ {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := writers[i%len(writers)].ProcessCommand(wctx, &cospb.ProcessCommandRequest{EntityId: entity, Command: costest.Cmd("add:1")})
+		cancel()
+		if err == nil {
+			acked, writes = resp.GetMeta().GetRevisionNumber(), writes+1
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		got, err := reader.GetState(rctx, &cospb.GetStateRequest{EntityId: entity})
+		cancel()
+		if status.Code(err) == codes.NotFound {
+			got, err = &cospb.GetStateResponse{}, nil // revision 0
+		}
+		switch {
+		case err != nil:
+			failedReads++
+			readErr = err
+		case got.GetMeta().GetRevisionNumber() < acked:
+			stale = append(stale, fmt.Sprintf("%s read revision %d after revision %d was acknowledged",
+				time.Now().Format("15:04:05.000"), got.GetMeta().GetRevisionNumber(), acked))
+		default:
+			reads++
+		}
+		hold(ctx, 50*time.Millisecond)
+	}
+	s.t.Logf("  probe: %d writes acknowledged; reads through the cut-off node: %d current, %d failed (the last: %v), %d stale",
+		writes, reads, failedReads, readErr, len(stale))
+	if len(stale) > 0 {
+		return fmt.Errorf("%d reads through the gateway on the cut-off node answered an older state:\n%s", len(stale), joinLines(stale, 10))
+	}
+	return nil
+}
+
+// streamLeader is the index of the node leading the event stream.
+func (s *suite) streamLeader(ctx context.Context) (int, error) {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return 0, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(rctx, layout.Default().EventStream())
+	if err != nil {
+		return 0, fmt.Errorf("event stream info: %w", err)
+	}
+	if cl := st.CachedInfo().Cluster; cl != nil {
+		for i := range clusterSize {
+			if cl.Leader == fmt.Sprintf("n%d", i) {
+				return i, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("the event stream has no leader: %+v", st.CachedInfo().Cluster)
+}
+
 func (s *suite) stepDowns(ctx context.Context) error {
 	lay := layout.Default()
 	subjects := []string{"$JS.API.STREAM.LEADER.STEPDOWN." + lay.EventStream()}

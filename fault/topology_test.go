@@ -78,6 +78,9 @@ type topology struct {
 	workers    []*proc
 	projectors []*proc
 	gwAddrs    []string
+	// extraGateway makes (not starts) one more gateway, connected to the NATS nodes in natsURL only;
+	// it returns the process and its gRPC address.
+	extraGateway func(name, natsURL string) (*proc, string)
 }
 
 func (tp *topology) ours() []*proc {
@@ -125,17 +128,26 @@ func newTopology(t *testing.T) *topology {
 		"COS_READ_SIDE_CONFIG__MAX_IN_FLIGHT__rs=32",
 		"LOG_LEVEL=INFO",
 	)
-	mk := func(role string, i int) *proc {
-		name := fmt.Sprintf("%s-%d", role, i)
+	mkNamed := func(role, name string, extraEnv ...string) (*proc, string) {
 		probe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		env := append(append([]string(nil), base...), "COS_SERVICE_NAME="+name, "COS_METRICS_ADDRESS="+probe)
+		env := append(append(append([]string(nil), base...), "COS_SERVICE_NAME="+name, "COS_METRICS_ADDRESS="+probe), extraEnv...)
+		var addr string
 		if role == "gateway" {
-			addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-			tp.gwAddrs = append(tp.gwAddrs, addr)
+			addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 			host, port, _ := net.SplitHostPort(addr)
 			env = append(env, "COS_ADDRESS="+host, "COS_PORT="+port)
 		}
-		return &proc{name: name, bin: filepath.Join(bin, role), env: env, log: filepath.Join(dir, name+".log"), probe: probe}
+		return &proc{name: name, bin: filepath.Join(bin, role), env: env, log: filepath.Join(dir, name+".log"), probe: probe}, addr
+	}
+	mk := func(role string, i int) *proc {
+		p, addr := mkNamed(role, fmt.Sprintf("%s-%d", role, i))
+		if addr != "" {
+			tp.gwAddrs = append(tp.gwAddrs, addr)
+		}
+		return p
+	}
+	tp.extraGateway = func(name, natsURL string) (*proc, string) {
+		return mkNamed("gateway", name, "COS_NATS_URL="+natsURL) // the later setting wins
 	}
 	for i := range 2 {
 		tp.gateways = append(tp.gateways, mk("gateway", i))
