@@ -323,13 +323,13 @@ func (s *suite) readAfterWriteProbe(ctx context.Context, reader cospb.ChiefOfSta
 	var stale []string
 	var readErr error
 	for i, end := 0, time.Now().Add(d); time.Now().Before(end) && ctx.Err() == nil; i++ {
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
 		resp, err := writers[i%len(writers)].ProcessCommand(wctx, &cospb.ProcessCommandRequest{EntityId: entity, Command: costest.Cmd("add:1")})
 		cancel()
 		if err == nil {
 			acked, writes = resp.GetMeta().GetRevisionNumber(), writes+1
 		}
-		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		got, err := reader.GetState(rctx, &cospb.GetStateRequest{EntityId: entity})
 		cancel()
 		if status.Code(err) == codes.NotFound {
