@@ -3,6 +3,7 @@ package natsembed
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"strings"
@@ -39,7 +40,7 @@ type ClusterConfig struct {
 // in-process, so they behave as they would against a real deployment. Its methods are safe for
 // concurrent use; Kill, Restart and Shutdown run one at a time.
 type Cluster struct {
-	opts []*server.Options // client ports are pinned once the servers have started; never changed after
+	opts []*server.Options // fixed client and route ports (see freePorts); never changed after StartCluster
 
 	lifecycle sync.Mutex // serialises Kill, Restart and Shutdown
 
@@ -61,13 +62,14 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 	if name == "" {
 		name = "cos"
 	}
-	var routePorts []int
+	// Client and route ports, fixed for the cluster's life: Restart binds them again.
+	ports, err := freePorts(2 * cfg.Size)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS cluster: %w", err)
+	}
+	clientPorts, routePorts := ports[:cfg.Size], ports[cfg.Size:]
 	var routes []string
 	if cfg.Size > 1 {
-		var err error
-		if routePorts, err = freePorts(cfg.Size); err != nil {
-			return nil, fmt.Errorf("embedded NATS cluster: %w", err)
-		}
 		for _, p := range routePorts {
 			routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
 		}
@@ -78,7 +80,7 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		c.opts[i] = &server.Options{
 			ServerName: serverName,
 			Host:       "127.0.0.1",
-			Port:       server.RANDOM_PORT,
+			Port:       clientPorts[i],
 			JetStream:  true,
 			StoreDir:   filepath.Join(cfg.StoreDir, serverName),
 			SyncAlways: cfg.SyncAlways,
@@ -103,8 +105,6 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 			c.Shutdown()
 			return nil, err
 		}
-		// Keep the client URL stable across Kill and Restart.
-		c.opts[i].Port = c.servers[i].Addr().(*net.TCPAddr).Port
 	}
 	if err := c.WaitReady(ClusterReadyTimeout); err != nil {
 		c.Shutdown()
@@ -113,22 +113,28 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 	return c, nil
 }
 
-// freePorts picks n distinct free TCP ports on 127.0.0.1 by listening on :0 and closing again.
+// freePorts picks n distinct free loopback ports below Linux's ephemeral range (32768–60999). A killed
+// server binds its ports again on Restart; a port in the ephemeral range may meanwhile have become the
+// local port of any outgoing connection on the machine, and the restarted server could not listen.
 func freePorts(n int) ([]int, error) {
-	ports := make([]int, n)
+	ports := make([]int, 0, n)
 	listeners := make([]net.Listener, 0, n)
 	defer func() {
 		for _, lis := range listeners {
 			_ = lis.Close()
 		}
 	}()
-	for i := range n {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
+	for try := 0; len(ports) < n; try++ {
+		if try == 10000 {
+			return nil, errors.New("pick a free port: none free in 20000-31999")
+		}
+		port := 20000 + rand.IntN(12000)
+		lis, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			return nil, fmt.Errorf("pick a free port: %w", err)
+			continue
 		}
 		listeners = append(listeners, lis) // held until all are picked, so the n ports are distinct
-		ports[i] = lis.Addr().(*net.TCPAddr).Port
+		ports = append(ports, port)
 	}
 	return ports, nil
 }
