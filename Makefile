@@ -9,7 +9,7 @@ build:
 test:
 	go test -race ./...
 
-# Regenerate the committed protobuf/gRPC code (needs protoc: apt-get install protobuf-compiler).
+# Regenerate the committed protobuf/gRPC code (needs protoc: apt-get install protobuf-compiler libprotobuf-dev).
 proto:
 	./scripts/genproto.sh
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the committed Go code from proto/ (and the example's protos).
-# Needs protoc (Debian: protobuf-compiler); installs the pinned Go plugins into ./bin.
+# Needs protoc and the well-known types (Debian: protobuf-compiler libprotobuf-dev); installs the pinned Go plugins into ./bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
