@@ -112,7 +112,7 @@ func (l *Log) Current(ctx context.Context, k entity.Key) (Head, error) {
 			// times before paying for another barrier.
 			for try := 0; try < 5; try++ {
 				var m *jetstream.RawStreamMsg
-				m, err = lastUpTo(ctx, nc, stream, subject, l.layout.SyncSubject(), seq)
+				m, err = lastUpTo(ctx, &l.replies, nc, stream, subject, l.layout.SyncSubject(), seq)
 				if err == nil {
 					if m == nil {
 						return Head{}, nil

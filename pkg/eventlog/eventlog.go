@@ -106,6 +106,7 @@ type Log struct {
 	layout   layout.Layout
 	replicas int
 	barriers barriers
+	replies  replies // of the direct gets that verify a barrier
 }
 
 // Open binds the event stream, creating it when it does not exist, and refuses one whose settings

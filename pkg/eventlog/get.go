@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -83,7 +85,7 @@ var errBehind = errors.New("the replica that answered has not caught up with the
 // syncSubject, the replica proves it has stored everything up to it by returning it: a replica that
 // returns an older barrier (or none) is behind, and the read is errBehind. A subject without messages
 // up to the barrier gives nil.
-func lastUpTo(ctx context.Context, nc *nats.Conn, stream, subject, syncSubject string, barrier uint64) (*jetstream.RawStreamMsg, error) {
+func lastUpTo(ctx context.Context, rs *replies, nc *nats.Conn, stream, subject, syncSubject string, barrier uint64) (*jetstream.RawStreamMsg, error) {
 	body, err := json.Marshal(struct {
 		MultiLast []string `json:"multi_last"`
 		UpToSeq   uint64   `json:"up_to_seq"`
@@ -91,15 +93,11 @@ func lastUpTo(ctx context.Context, nc *nats.Conn, stream, subject, syncSubject s
 	if err != nil {
 		return nil, err
 	}
-	inbox := nc.NewInbox()
-	// The replies (at most the two messages and an end-of-batch marker) come in order on this
-	// connection; the buffered channel takes them all without blocking the connection's reader.
-	ch := make(chan *nats.Msg, 4)
-	sub, err := nc.ChanSubscribe(inbox, ch)
+	inbox, ch, done, err := rs.expect(nc)
 	if err != nil {
 		return nil, fmt.Errorf("direct get on %s: %w", stream, err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
+	defer done()
 	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, body); err != nil {
 		return nil, fmt.Errorf("direct get on %s: %w", stream, err)
 	}
@@ -141,6 +139,57 @@ func lastUpTo(ctx context.Context, nc *nats.Conn, stream, subject, syncSubject s
 			last = &jetstream.RawStreamMsg{Subject: subject, Sequence: seq, Header: m.Header, Data: m.Data}
 		default:
 			return nil, fmt.Errorf("direct get on %s: a reply for subject %q", stream, m.Header.Get(jetstream.SubjectHeader))
+		}
+	}
+}
+
+// replies receives the answers to multi-message requests on one subscription for the connection's
+// life (a subscription per request would cost a SUB and an UNSUB, each spread across the cluster's
+// routes, on every read). Each request gets its own token under the subscription's prefix.
+type replies struct {
+	once   sync.Once
+	err    error
+	prefix string
+
+	mu      sync.Mutex
+	waiting map[string]chan *nats.Msg
+	next    uint64
+}
+
+// expect returns the reply subject of a new request, the channel its replies arrive on (in order; up
+// to four: a direct get's two messages and its end-of-batch marker), and done, which forgets it.
+func (r *replies) expect(nc *nats.Conn) (string, <-chan *nats.Msg, func(), error) {
+	r.once.Do(func() {
+		r.prefix = nc.NewInbox() + "."
+		r.waiting = map[string]chan *nats.Msg{}
+		_, r.err = nc.Subscribe(r.prefix+"*", r.route)
+	})
+	if r.err != nil {
+		return "", nil, nil, r.err
+	}
+	ch := make(chan *nats.Msg, 4)
+	r.mu.Lock()
+	r.next++
+	token := strconv.FormatUint(r.next, 36)
+	r.waiting[token] = ch
+	r.mu.Unlock()
+	return r.prefix + token, ch, func() {
+		r.mu.Lock()
+		delete(r.waiting, token)
+		r.mu.Unlock()
+	}, nil
+}
+
+// route hands a reply to its request; a late reply (its request gave up) or a surplus one is dropped
+// rather than block the connection's delivery.
+func (r *replies) route(m *nats.Msg) {
+	r.mu.Lock()
+	ch := r.waiting[strings.TrimPrefix(m.Subject, r.prefix)]
+	r.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- m:
+		default:
 		}
 	}
 }
