@@ -36,9 +36,9 @@ type ClusterConfig struct {
 }
 
 // Cluster is a JetStream cluster of embedded nats-servers on 127.0.0.1, each with its own store
-// directory, a random client port and a random route port. Clients connect over TCP (ClientURL), never
-// in-process, so they behave as they would against a real deployment. Its methods are safe for
-// concurrent use; Kill, Restart and Shutdown run one at a time.
+// directory and a client and a route port picked below the ephemeral range (freePorts). Clients
+// connect over TCP (ClientURL), never in-process, so they behave as they would against a real
+// deployment. Its methods are safe for concurrent use; Kill, Restart and Shutdown run one at a time.
 type Cluster struct {
 	opts []*server.Options // fixed client and route ports (see freePorts); never changed after StartCluster
 
