@@ -143,3 +143,35 @@ func (l Layout) ReadSideStateKey(readSideID string, shard int) string {
 
 // ProjectorGroup is the priority group projector replicas pull with; the server pins one of them.
 const ProjectorGroup = "projectors"
+
+// ProcessSubject is the synchronous intake: a NATS request there runs one command, like ProcessCommand.
+// Gateways answer it (queue group GatewayQueue).
+func (l Layout) ProcessSubject() string { return l.root + ".process" }
+
+// GatewayQueue is the queue group of the gateways on ProcessSubject.
+func (l Layout) GatewayQueue() string { return l.root + "-gateways" }
+
+// IntakeStream is the asynchronous intake: a work-queue stream producers publish commands to.
+func (l Layout) IntakeStream() string { return l.prefix + "_INTAKE" }
+
+// IntakeSubject is the one subject of IntakeStream.
+func (l Layout) IntakeSubject() string { return l.root + ".intake" }
+
+// IntakeConsumer is the durable consumer the gateways take intake commands with (one pinned at a time).
+func (l Layout) IntakeConsumer() string { return l.prefix + "_INTAKE" }
+
+// OutcomeStream keeps the outcome of every intake command for a while.
+func (l Layout) OutcomeStream() string { return l.prefix + "_OUTCOMES" }
+
+// OutcomeSubjects matches every outcome subject.
+func (l Layout) OutcomeSubjects() string { return l.root + ".outcomes.*" }
+
+// OutcomeSubject is where the outcome of the intake command with this id is published: the id itself
+// when it is a plain token ([A-Za-z0-9_-]), else its "=" + base64url form (entity.Token).
+func (l Layout) OutcomeSubject(commandID string) string {
+	return l.root + ".outcomes." + entity.Token(commandID)
+}
+
+// UnsubscribeSubject is where a gateway that receives Unsubscribe/UnsubscribeAll tells every gateway to
+// end the live subscription with that id (it may be served by another one).
+func (l Layout) UnsubscribeSubject() string { return l.root + ".ctl.unsubscribe" }

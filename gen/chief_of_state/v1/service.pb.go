@@ -222,6 +222,439 @@ func (x *GetStateResponse) GetMeta() *MetaData {
 	return nil
 }
 
+type SubscribeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entity to follow. Required.
+	EntityId string `protobuf:"bytes,1,opt,name=entity_id,json=entityId,proto3" json:"entity_id,omitempty"`
+	// Client-chosen id for Unsubscribe; the gateway generates one when empty. Every response repeats it.
+	SubscriptionId string `protobuf:"bytes,2,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// 0: only events persisted from now on (COS behaviour). N > 0: first every persisted event with
+	// revision >= N, then live.
+	FromRevision  uint32 `protobuf:"varint,3,opt,name=from_revision,json=fromRevision,proto3" json:"from_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeRequest) Reset() {
+	*x = SubscribeRequest{}
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeRequest) ProtoMessage() {}
+
+func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_chief_of_state_v1_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SubscribeRequest) GetEntityId() string {
+	if x != nil {
+		return x.EntityId
+	}
+	return ""
+}
+
+func (x *SubscribeRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *SubscribeRequest) GetFromRevision() uint32 {
+	if x != nil {
+		return x.FromRevision
+	}
+	return 0
+}
+
+type SubscribeResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	Event          *anypb.Any             `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	ResultingState *anypb.Any             `protobuf:"bytes,3,opt,name=resulting_state,json=resultingState,proto3" json:"resulting_state,omitempty"`
+	Meta           *MetaData              `protobuf:"bytes,4,opt,name=meta,proto3" json:"meta,omitempty"`
+	// Position of this event in the event stream (its stream sequence).
+	Sequence      uint64 `protobuf:"varint,5,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeResponse) Reset() {
+	*x = SubscribeResponse{}
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeResponse) ProtoMessage() {}
+
+func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
+func (*SubscribeResponse) Descriptor() ([]byte, []int) {
+	return file_chief_of_state_v1_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SubscribeResponse) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *SubscribeResponse) GetEvent() *anypb.Any {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetResultingState() *anypb.Any {
+	if x != nil {
+		return x.ResultingState
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetMeta() *MetaData {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *SubscribeResponse) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+type SubscribeAllRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Client-chosen id for UnsubscribeAll; the gateway generates one when empty.
+	SubscriptionId string `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	// 0: only events persisted from now on (COS behaviour). N > 0: every event from stream position N
+	// on; to resume after a response, pass its sequence + 1.
+	FromSequence  uint64 `protobuf:"varint,2,opt,name=from_sequence,json=fromSequence,proto3" json:"from_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeAllRequest) Reset() {
+	*x = SubscribeAllRequest{}
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeAllRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeAllRequest) ProtoMessage() {}
+
+func (x *SubscribeAllRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeAllRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeAllRequest) Descriptor() ([]byte, []int) {
+	return file_chief_of_state_v1_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SubscribeAllRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *SubscribeAllRequest) GetFromSequence() uint64 {
+	if x != nil {
+		return x.FromSequence
+	}
+	return 0
+}
+
+type SubscribeAllResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	Event          *anypb.Any             `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	ResultingState *anypb.Any             `protobuf:"bytes,3,opt,name=resulting_state,json=resultingState,proto3" json:"resulting_state,omitempty"`
+	Meta           *MetaData              `protobuf:"bytes,4,opt,name=meta,proto3" json:"meta,omitempty"`
+	// Position of this event in the event stream: resume with from_sequence = sequence + 1.
+	Sequence      uint64 `protobuf:"varint,5,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeAllResponse) Reset() {
+	*x = SubscribeAllResponse{}
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeAllResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeAllResponse) ProtoMessage() {}
+
+func (x *SubscribeAllResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeAllResponse.ProtoReflect.Descriptor instead.
+func (*SubscribeAllResponse) Descriptor() ([]byte, []int) {
+	return file_chief_of_state_v1_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SubscribeAllResponse) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+func (x *SubscribeAllResponse) GetEvent() *anypb.Any {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *SubscribeAllResponse) GetResultingState() *anypb.Any {
+	if x != nil {
+		return x.ResultingState
+	}
+	return nil
+}
+
+func (x *SubscribeAllResponse) GetMeta() *MetaData {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *SubscribeAllResponse) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+type UnsubscribeRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *UnsubscribeRequest) Reset() {
+	*x = UnsubscribeRequest{}
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsubscribeRequest) ProtoMessage() {}
+
+func (x *UnsubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsubscribeRequest.ProtoReflect.Descriptor instead.
+func (*UnsubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_chief_of_state_v1_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UnsubscribeRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+type UnsubscribeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsubscribeResponse) Reset() {
+	*x = UnsubscribeResponse{}
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsubscribeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsubscribeResponse) ProtoMessage() {}
+
+func (x *UnsubscribeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsubscribeResponse.ProtoReflect.Descriptor instead.
+func (*UnsubscribeResponse) Descriptor() ([]byte, []int) {
+	return file_chief_of_state_v1_service_proto_rawDescGZIP(), []int{9}
+}
+
+type UnsubscribeAllRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SubscriptionId string                 `protobuf:"bytes,1,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *UnsubscribeAllRequest) Reset() {
+	*x = UnsubscribeAllRequest{}
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsubscribeAllRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsubscribeAllRequest) ProtoMessage() {}
+
+func (x *UnsubscribeAllRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsubscribeAllRequest.ProtoReflect.Descriptor instead.
+func (*UnsubscribeAllRequest) Descriptor() ([]byte, []int) {
+	return file_chief_of_state_v1_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *UnsubscribeAllRequest) GetSubscriptionId() string {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return ""
+}
+
+type UnsubscribeAllResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsubscribeAllResponse) Reset() {
+	*x = UnsubscribeAllResponse{}
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsubscribeAllResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsubscribeAllResponse) ProtoMessage() {}
+
+func (x *UnsubscribeAllResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chief_of_state_v1_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsubscribeAllResponse.ProtoReflect.Descriptor instead.
+func (*UnsubscribeAllResponse) Descriptor() ([]byte, []int) {
+	return file_chief_of_state_v1_service_proto_rawDescGZIP(), []int{11}
+}
+
 var File_chief_of_state_v1_service_proto protoreflect.FileDescriptor
 
 const file_chief_of_state_v1_service_proto_rawDesc = "" +
@@ -237,10 +670,39 @@ const file_chief_of_state_v1_service_proto_rawDesc = "" +
 	"\tentity_id\x18\x01 \x01(\tR\bentityId\"o\n" +
 	"\x10GetStateResponse\x12*\n" +
 	"\x05state\x18\x01 \x01(\v2\x14.google.protobuf.AnyR\x05state\x12/\n" +
-	"\x04meta\x18\x02 \x01(\v2\x1b.chief_of_state.v1.MetaDataR\x04meta2\xd1\x01\n" +
+	"\x04meta\x18\x02 \x01(\v2\x1b.chief_of_state.v1.MetaDataR\x04meta\"}\n" +
+	"\x10SubscribeRequest\x12\x1b\n" +
+	"\tentity_id\x18\x01 \x01(\tR\bentityId\x12'\n" +
+	"\x0fsubscription_id\x18\x02 \x01(\tR\x0esubscriptionId\x12#\n" +
+	"\rfrom_revision\x18\x03 \x01(\rR\ffromRevision\"\xf4\x01\n" +
+	"\x11SubscribeResponse\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12*\n" +
+	"\x05event\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05event\x12=\n" +
+	"\x0fresulting_state\x18\x03 \x01(\v2\x14.google.protobuf.AnyR\x0eresultingState\x12/\n" +
+	"\x04meta\x18\x04 \x01(\v2\x1b.chief_of_state.v1.MetaDataR\x04meta\x12\x1a\n" +
+	"\bsequence\x18\x05 \x01(\x04R\bsequence\"c\n" +
+	"\x13SubscribeAllRequest\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12#\n" +
+	"\rfrom_sequence\x18\x02 \x01(\x04R\ffromSequence\"\xf7\x01\n" +
+	"\x14SubscribeAllResponse\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\x12*\n" +
+	"\x05event\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05event\x12=\n" +
+	"\x0fresulting_state\x18\x03 \x01(\v2\x14.google.protobuf.AnyR\x0eresultingState\x12/\n" +
+	"\x04meta\x18\x04 \x01(\v2\x1b.chief_of_state.v1.MetaDataR\x04meta\x12\x1a\n" +
+	"\bsequence\x18\x05 \x01(\x04R\bsequence\"=\n" +
+	"\x12UnsubscribeRequest\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\"\x15\n" +
+	"\x13UnsubscribeResponse\"@\n" +
+	"\x15UnsubscribeAllRequest\x12'\n" +
+	"\x0fsubscription_id\x18\x01 \x01(\tR\x0esubscriptionId\"\x18\n" +
+	"\x16UnsubscribeAllResponse2\xd3\x04\n" +
 	"\x13ChiefOfStateService\x12e\n" +
 	"\x0eProcessCommand\x12(.chief_of_state.v1.ProcessCommandRequest\x1a).chief_of_state.v1.ProcessCommandResponse\x12S\n" +
-	"\bGetState\x12\".chief_of_state.v1.GetStateRequest\x1a#.chief_of_state.v1.GetStateResponseBAZ?github.com/cosnats/cosnats/gen/chief_of_state/v1;chiefofstatev1b\x06proto3"
+	"\bGetState\x12\".chief_of_state.v1.GetStateRequest\x1a#.chief_of_state.v1.GetStateResponse\x12X\n" +
+	"\tSubscribe\x12#.chief_of_state.v1.SubscribeRequest\x1a$.chief_of_state.v1.SubscribeResponse0\x01\x12a\n" +
+	"\fSubscribeAll\x12&.chief_of_state.v1.SubscribeAllRequest\x1a'.chief_of_state.v1.SubscribeAllResponse0\x01\x12\\\n" +
+	"\vUnsubscribe\x12%.chief_of_state.v1.UnsubscribeRequest\x1a&.chief_of_state.v1.UnsubscribeResponse\x12e\n" +
+	"\x0eUnsubscribeAll\x12(.chief_of_state.v1.UnsubscribeAllRequest\x1a).chief_of_state.v1.UnsubscribeAllResponseBAZ?github.com/cosnats/cosnats/gen/chief_of_state/v1;chiefofstatev1b\x06proto3"
 
 var (
 	file_chief_of_state_v1_service_proto_rawDescOnce sync.Once
@@ -254,30 +716,52 @@ func file_chief_of_state_v1_service_proto_rawDescGZIP() []byte {
 	return file_chief_of_state_v1_service_proto_rawDescData
 }
 
-var file_chief_of_state_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_chief_of_state_v1_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_chief_of_state_v1_service_proto_goTypes = []any{
 	(*ProcessCommandRequest)(nil),  // 0: chief_of_state.v1.ProcessCommandRequest
 	(*ProcessCommandResponse)(nil), // 1: chief_of_state.v1.ProcessCommandResponse
 	(*GetStateRequest)(nil),        // 2: chief_of_state.v1.GetStateRequest
 	(*GetStateResponse)(nil),       // 3: chief_of_state.v1.GetStateResponse
-	(*anypb.Any)(nil),              // 4: google.protobuf.Any
-	(*MetaData)(nil),               // 5: chief_of_state.v1.MetaData
+	(*SubscribeRequest)(nil),       // 4: chief_of_state.v1.SubscribeRequest
+	(*SubscribeResponse)(nil),      // 5: chief_of_state.v1.SubscribeResponse
+	(*SubscribeAllRequest)(nil),    // 6: chief_of_state.v1.SubscribeAllRequest
+	(*SubscribeAllResponse)(nil),   // 7: chief_of_state.v1.SubscribeAllResponse
+	(*UnsubscribeRequest)(nil),     // 8: chief_of_state.v1.UnsubscribeRequest
+	(*UnsubscribeResponse)(nil),    // 9: chief_of_state.v1.UnsubscribeResponse
+	(*UnsubscribeAllRequest)(nil),  // 10: chief_of_state.v1.UnsubscribeAllRequest
+	(*UnsubscribeAllResponse)(nil), // 11: chief_of_state.v1.UnsubscribeAllResponse
+	(*anypb.Any)(nil),              // 12: google.protobuf.Any
+	(*MetaData)(nil),               // 13: chief_of_state.v1.MetaData
 }
 var file_chief_of_state_v1_service_proto_depIdxs = []int32{
-	4, // 0: chief_of_state.v1.ProcessCommandRequest.command:type_name -> google.protobuf.Any
-	4, // 1: chief_of_state.v1.ProcessCommandResponse.state:type_name -> google.protobuf.Any
-	5, // 2: chief_of_state.v1.ProcessCommandResponse.meta:type_name -> chief_of_state.v1.MetaData
-	4, // 3: chief_of_state.v1.GetStateResponse.state:type_name -> google.protobuf.Any
-	5, // 4: chief_of_state.v1.GetStateResponse.meta:type_name -> chief_of_state.v1.MetaData
-	0, // 5: chief_of_state.v1.ChiefOfStateService.ProcessCommand:input_type -> chief_of_state.v1.ProcessCommandRequest
-	2, // 6: chief_of_state.v1.ChiefOfStateService.GetState:input_type -> chief_of_state.v1.GetStateRequest
-	1, // 7: chief_of_state.v1.ChiefOfStateService.ProcessCommand:output_type -> chief_of_state.v1.ProcessCommandResponse
-	3, // 8: chief_of_state.v1.ChiefOfStateService.GetState:output_type -> chief_of_state.v1.GetStateResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	12, // 0: chief_of_state.v1.ProcessCommandRequest.command:type_name -> google.protobuf.Any
+	12, // 1: chief_of_state.v1.ProcessCommandResponse.state:type_name -> google.protobuf.Any
+	13, // 2: chief_of_state.v1.ProcessCommandResponse.meta:type_name -> chief_of_state.v1.MetaData
+	12, // 3: chief_of_state.v1.GetStateResponse.state:type_name -> google.protobuf.Any
+	13, // 4: chief_of_state.v1.GetStateResponse.meta:type_name -> chief_of_state.v1.MetaData
+	12, // 5: chief_of_state.v1.SubscribeResponse.event:type_name -> google.protobuf.Any
+	12, // 6: chief_of_state.v1.SubscribeResponse.resulting_state:type_name -> google.protobuf.Any
+	13, // 7: chief_of_state.v1.SubscribeResponse.meta:type_name -> chief_of_state.v1.MetaData
+	12, // 8: chief_of_state.v1.SubscribeAllResponse.event:type_name -> google.protobuf.Any
+	12, // 9: chief_of_state.v1.SubscribeAllResponse.resulting_state:type_name -> google.protobuf.Any
+	13, // 10: chief_of_state.v1.SubscribeAllResponse.meta:type_name -> chief_of_state.v1.MetaData
+	0,  // 11: chief_of_state.v1.ChiefOfStateService.ProcessCommand:input_type -> chief_of_state.v1.ProcessCommandRequest
+	2,  // 12: chief_of_state.v1.ChiefOfStateService.GetState:input_type -> chief_of_state.v1.GetStateRequest
+	4,  // 13: chief_of_state.v1.ChiefOfStateService.Subscribe:input_type -> chief_of_state.v1.SubscribeRequest
+	6,  // 14: chief_of_state.v1.ChiefOfStateService.SubscribeAll:input_type -> chief_of_state.v1.SubscribeAllRequest
+	8,  // 15: chief_of_state.v1.ChiefOfStateService.Unsubscribe:input_type -> chief_of_state.v1.UnsubscribeRequest
+	10, // 16: chief_of_state.v1.ChiefOfStateService.UnsubscribeAll:input_type -> chief_of_state.v1.UnsubscribeAllRequest
+	1,  // 17: chief_of_state.v1.ChiefOfStateService.ProcessCommand:output_type -> chief_of_state.v1.ProcessCommandResponse
+	3,  // 18: chief_of_state.v1.ChiefOfStateService.GetState:output_type -> chief_of_state.v1.GetStateResponse
+	5,  // 19: chief_of_state.v1.ChiefOfStateService.Subscribe:output_type -> chief_of_state.v1.SubscribeResponse
+	7,  // 20: chief_of_state.v1.ChiefOfStateService.SubscribeAll:output_type -> chief_of_state.v1.SubscribeAllResponse
+	9,  // 21: chief_of_state.v1.ChiefOfStateService.Unsubscribe:output_type -> chief_of_state.v1.UnsubscribeResponse
+	11, // 22: chief_of_state.v1.ChiefOfStateService.UnsubscribeAll:output_type -> chief_of_state.v1.UnsubscribeAllResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_chief_of_state_v1_service_proto_init() }
@@ -292,7 +776,7 @@ func file_chief_of_state_v1_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chief_of_state_v1_service_proto_rawDesc), len(file_chief_of_state_v1_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

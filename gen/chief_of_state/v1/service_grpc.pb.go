@@ -21,6 +21,10 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	ChiefOfStateService_ProcessCommand_FullMethodName = "/chief_of_state.v1.ChiefOfStateService/ProcessCommand"
 	ChiefOfStateService_GetState_FullMethodName       = "/chief_of_state.v1.ChiefOfStateService/GetState"
+	ChiefOfStateService_Subscribe_FullMethodName      = "/chief_of_state.v1.ChiefOfStateService/Subscribe"
+	ChiefOfStateService_SubscribeAll_FullMethodName   = "/chief_of_state.v1.ChiefOfStateService/SubscribeAll"
+	ChiefOfStateService_Unsubscribe_FullMethodName    = "/chief_of_state.v1.ChiefOfStateService/Unsubscribe"
+	ChiefOfStateService_UnsubscribeAll_FullMethodName = "/chief_of_state.v1.ChiefOfStateService/UnsubscribeAll"
 )
 
 // ChiefOfStateServiceClient is the client API for ChiefOfStateService service.
@@ -33,6 +37,16 @@ type ChiefOfStateServiceClient interface {
 	ProcessCommand(ctx context.Context, in *ProcessCommandRequest, opts ...grpc.CallOption) (*ProcessCommandResponse, error)
 	// GetState replies with the state after the entity's last persisted event.
 	GetState(ctx context.Context, in *GetStateRequest, opts ...grpc.CallOption) (*GetStateResponse, error)
+	// Subscribe streams the events of one entity as they are persisted, in revision order. With
+	// from_revision it first replays the entity's events from that revision, then goes on live.
+	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
+	// SubscribeAll streams the events of every entity as they are persisted, in order per entity. With
+	// from_sequence it resumes at that position of the event stream.
+	SubscribeAll(ctx context.Context, in *SubscribeAllRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeAllResponse], error)
+	// Unsubscribe ends the Subscribe stream with this subscription_id, on whichever gateway serves it.
+	Unsubscribe(ctx context.Context, in *UnsubscribeRequest, opts ...grpc.CallOption) (*UnsubscribeResponse, error)
+	// UnsubscribeAll ends the SubscribeAll stream with this subscription_id, on whichever gateway serves it.
+	UnsubscribeAll(ctx context.Context, in *UnsubscribeAllRequest, opts ...grpc.CallOption) (*UnsubscribeAllResponse, error)
 }
 
 type chiefOfStateServiceClient struct {
@@ -63,6 +77,64 @@ func (c *chiefOfStateServiceClient) GetState(ctx context.Context, in *GetStateRe
 	return out, nil
 }
 
+func (c *chiefOfStateServiceClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ChiefOfStateService_ServiceDesc.Streams[0], ChiefOfStateService_Subscribe_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubscribeRequest, SubscribeResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ChiefOfStateService_SubscribeClient = grpc.ServerStreamingClient[SubscribeResponse]
+
+func (c *chiefOfStateServiceClient) SubscribeAll(ctx context.Context, in *SubscribeAllRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeAllResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ChiefOfStateService_ServiceDesc.Streams[1], ChiefOfStateService_SubscribeAll_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubscribeAllRequest, SubscribeAllResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ChiefOfStateService_SubscribeAllClient = grpc.ServerStreamingClient[SubscribeAllResponse]
+
+func (c *chiefOfStateServiceClient) Unsubscribe(ctx context.Context, in *UnsubscribeRequest, opts ...grpc.CallOption) (*UnsubscribeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnsubscribeResponse)
+	err := c.cc.Invoke(ctx, ChiefOfStateService_Unsubscribe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *chiefOfStateServiceClient) UnsubscribeAll(ctx context.Context, in *UnsubscribeAllRequest, opts ...grpc.CallOption) (*UnsubscribeAllResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnsubscribeAllResponse)
+	err := c.cc.Invoke(ctx, ChiefOfStateService_UnsubscribeAll_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ChiefOfStateServiceServer is the server API for ChiefOfStateService service.
 // All implementations must embed UnimplementedChiefOfStateServiceServer
 // for forward compatibility.
@@ -73,6 +145,16 @@ type ChiefOfStateServiceServer interface {
 	ProcessCommand(context.Context, *ProcessCommandRequest) (*ProcessCommandResponse, error)
 	// GetState replies with the state after the entity's last persisted event.
 	GetState(context.Context, *GetStateRequest) (*GetStateResponse, error)
+	// Subscribe streams the events of one entity as they are persisted, in revision order. With
+	// from_revision it first replays the entity's events from that revision, then goes on live.
+	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
+	// SubscribeAll streams the events of every entity as they are persisted, in order per entity. With
+	// from_sequence it resumes at that position of the event stream.
+	SubscribeAll(*SubscribeAllRequest, grpc.ServerStreamingServer[SubscribeAllResponse]) error
+	// Unsubscribe ends the Subscribe stream with this subscription_id, on whichever gateway serves it.
+	Unsubscribe(context.Context, *UnsubscribeRequest) (*UnsubscribeResponse, error)
+	// UnsubscribeAll ends the SubscribeAll stream with this subscription_id, on whichever gateway serves it.
+	UnsubscribeAll(context.Context, *UnsubscribeAllRequest) (*UnsubscribeAllResponse, error)
 	mustEmbedUnimplementedChiefOfStateServiceServer()
 }
 
@@ -88,6 +170,18 @@ func (UnimplementedChiefOfStateServiceServer) ProcessCommand(context.Context, *P
 }
 func (UnimplementedChiefOfStateServiceServer) GetState(context.Context, *GetStateRequest) (*GetStateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetState not implemented")
+}
+func (UnimplementedChiefOfStateServiceServer) Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error {
+	return status.Error(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedChiefOfStateServiceServer) SubscribeAll(*SubscribeAllRequest, grpc.ServerStreamingServer[SubscribeAllResponse]) error {
+	return status.Error(codes.Unimplemented, "method SubscribeAll not implemented")
+}
+func (UnimplementedChiefOfStateServiceServer) Unsubscribe(context.Context, *UnsubscribeRequest) (*UnsubscribeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Unsubscribe not implemented")
+}
+func (UnimplementedChiefOfStateServiceServer) UnsubscribeAll(context.Context, *UnsubscribeAllRequest) (*UnsubscribeAllResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnsubscribeAll not implemented")
 }
 func (UnimplementedChiefOfStateServiceServer) mustEmbedUnimplementedChiefOfStateServiceServer() {}
 func (UnimplementedChiefOfStateServiceServer) testEmbeddedByValue()                             {}
@@ -146,6 +240,64 @@ func _ChiefOfStateService_GetState_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ChiefOfStateService_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SubscribeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ChiefOfStateServiceServer).Subscribe(m, &grpc.GenericServerStream[SubscribeRequest, SubscribeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ChiefOfStateService_SubscribeServer = grpc.ServerStreamingServer[SubscribeResponse]
+
+func _ChiefOfStateService_SubscribeAll_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SubscribeAllRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ChiefOfStateServiceServer).SubscribeAll(m, &grpc.GenericServerStream[SubscribeAllRequest, SubscribeAllResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ChiefOfStateService_SubscribeAllServer = grpc.ServerStreamingServer[SubscribeAllResponse]
+
+func _ChiefOfStateService_Unsubscribe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnsubscribeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChiefOfStateServiceServer).Unsubscribe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChiefOfStateService_Unsubscribe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChiefOfStateServiceServer).Unsubscribe(ctx, req.(*UnsubscribeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ChiefOfStateService_UnsubscribeAll_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnsubscribeAllRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ChiefOfStateServiceServer).UnsubscribeAll(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ChiefOfStateService_UnsubscribeAll_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ChiefOfStateServiceServer).UnsubscribeAll(ctx, req.(*UnsubscribeAllRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ChiefOfStateService_ServiceDesc is the grpc.ServiceDesc for ChiefOfStateService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -161,7 +313,26 @@ var ChiefOfStateService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetState",
 			Handler:    _ChiefOfStateService_GetState_Handler,
 		},
+		{
+			MethodName: "Unsubscribe",
+			Handler:    _ChiefOfStateService_Unsubscribe_Handler,
+		},
+		{
+			MethodName: "UnsubscribeAll",
+			Handler:    _ChiefOfStateService_UnsubscribeAll_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Subscribe",
+			Handler:       _ChiefOfStateService_Subscribe_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "SubscribeAll",
+			Handler:       _ChiefOfStateService_SubscribeAll_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "chief_of_state/v1/service.proto",
 }
