@@ -20,9 +20,9 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	bankpb "github.com/cosnats/cosnats/examples/bankaccount/gen/bankaccount/v1"
 	"github.com/cosnats/cosnats/examples/bankaccount/writeside"
+	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/pkg/schema"
 )
 
