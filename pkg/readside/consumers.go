@@ -1,6 +1,8 @@
 package readside
 
 import (
+	"github.com/cosnats/cosnats/pkg/pinpull"
+
 	"context"
 	"errors"
 	"fmt"
@@ -17,7 +19,7 @@ var Forever = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // PinnedTTL is how long a projector replica keeps a shard after its last pull; a standby takes over
 // after about that long.
-const PinnedTTL = 5 * time.Second
+const PinnedTTL = pinpull.PinnedTTL
 
 // ackMargin keeps AckWait above the read side's own timeout, so a slow call fails by its deadline
 // before the server would redeliver.

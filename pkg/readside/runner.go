@@ -22,6 +22,7 @@ import (
 	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
 	"github.com/cosnats/cosnats/pkg/config"
 	"github.com/cosnats/cosnats/pkg/layout"
+	"github.com/cosnats/cosnats/pkg/pinpull"
 	"github.com/cosnats/cosnats/pkg/telemetry"
 )
 
@@ -229,16 +230,16 @@ func (s *shardRunner) answer(m *nats.Msg) bool {
 // within about PinnedTTL. (Should another replica be pinned in between, its session sees the reset and
 // starts over at the ack floor: nothing is skipped.)
 func (s *shardRunner) standby(ctx context.Context) error {
-	pl, err := newPuller(s.p.deps.Conn, s.p.cfg.Layout, s.name, "", 1)
+	pl, err := pinpull.New(s.p.deps.Conn, s.p.cfg.Layout.EventStream(), s.name, layout.ProjectorGroup, "", 1)
 	if err != nil {
 		return err
 	}
-	defer pl.close()
+	defer pl.Close()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	lastCheck := time.Now()
 	for {
-		if err := pl.maintain(time.Now()); err != nil {
+		if err := pl.Maintain(time.Now()); err != nil {
 			return err
 		}
 		select {
@@ -246,17 +247,17 @@ func (s *shardRunner) standby(ctx context.Context) error {
 			return nil
 		case m := <-s.ctl:
 			_ = m // not the owner: the owner answers
-		case m := <-pl.msgs:
-			switch ev, why := pl.receive(m, time.Now()); ev {
-			case evPinned:
-				s.pin, s.lease = pl.pin, pl.lease
+		case m := <-pl.Msgs:
+			switch ev, why := pl.Receive(m, time.Now()); ev {
+			case pinpull.Pinned:
+				s.pin, s.lease = pl.Pin, pl.Lease
 				s.log.Info("the server pinned the shard to this replica")
 				return nil
-			case evBroken:
+			case pinpull.Broken:
 				return errors.New(why)
 			}
 		case now := <-tick.C:
-			if pl.quiet(now) {
+			if pl.Quiet(now) {
 				return errors.New("no answer to pull requests")
 			}
 			if now.Sub(lastCheck) >= standbyCheck {
@@ -348,13 +349,13 @@ type sessionEnd struct {
 // returns once nothing it started is in flight.
 func (s *shardRunner) session(ctx context.Context) sessionEnd {
 	nc := s.p.deps.Conn
-	pl, err := newPuller(nc, s.p.cfg.Layout, s.name, s.pin, s.rs.MaxInFlight)
+	pl, err := pinpull.New(nc, s.p.cfg.Layout.EventStream(), s.name, layout.ProjectorGroup, s.pin, s.rs.MaxInFlight)
 	if err != nil {
 		return sessionEnd{why: err.Error()}
 	}
-	defer pl.close()
-	pl.lease = s.lease
-	defer func() { s.lease = pl.lease }()
+	defer pl.Close()
+	pl.Lease = s.lease
+	defer func() { s.lease = pl.Lease }()
 	calls, cancelCalls := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelCalls()
 	lost := s.p.conn.epoch()
@@ -390,7 +391,7 @@ func (s *shardRunner) session(ctx context.Context) sessionEnd {
 		inflight++
 		s.start(q[0])
 	}
-	if err := pl.maintain(time.Now()); err != nil {
+	if err := pl.Maintain(time.Now()); err != nil {
 		return sessionEnd{why: err.Error()}
 	}
 	for {
@@ -416,21 +417,21 @@ func (s *shardRunner) session(ctx context.Context) sessionEnd {
 			stop(sessionEnd{}, true)
 		case <-lost:
 			lost = nil
-			stop(sessionEnd{why: "disconnected from NATS", lostPin: !time.Now().Before(pl.lease)}, true)
+			stop(sessionEnd{why: "disconnected from NATS", lostPin: !time.Now().Before(pl.Lease)}, true)
 		case m := <-s.ctl:
 			if s.answer(m) {
 				stop(sessionEnd{why: "an operator paused, restarted or skipped the shard"}, false)
 			}
-		case m := <-pl.msgs:
+		case m := <-pl.Msgs:
 			if end != nil {
 				continue // delivered again after the reset
 			}
-			switch ev, why := pl.receive(m, time.Now()); ev {
-			case evLostPin:
+			switch ev, why := pl.Receive(m, time.Now()); ev {
+			case pinpull.LostPin:
 				stop(sessionEnd{why: "another replica holds the pin", lostPin: true}, true)
-			case evBroken:
+			case pinpull.Broken:
 				stop(sessionEnd{why: why}, true)
-			case evDelivery:
+			case pinpull.Delivery:
 				meta, _ := m.Metadata()
 				d := delivery{msg: m, seq: meta.Sequence.Stream, lane: m.Subject, stored: meta.Timestamp, ctx: calls}
 				if failed != nil && d.seq >= failed.from {
@@ -440,7 +441,7 @@ func (s *shardRunner) session(ctx context.Context) sessionEnd {
 					lanes[d.lane] = append(lanes[d.lane], d)
 					continue
 				}
-				if !time.Now().Before(pl.lease) {
+				if !time.Now().Before(pl.Lease) {
 					stop(sessionEnd{why: "the pin's lease ran out", lostPin: true}, true)
 					continue
 				}
@@ -468,7 +469,7 @@ func (s *shardRunner) session(ctx context.Context) sessionEnd {
 				delete(lanes, r.d.lane)
 				continue
 			}
-			if end == nil && !time.Now().Before(pl.lease) {
+			if end == nil && !time.Now().Before(pl.Lease) {
 				stop(sessionEnd{why: "the pin's lease ran out", lostPin: true}, true)
 				continue
 			}
@@ -476,14 +477,14 @@ func (s *shardRunner) session(ctx context.Context) sessionEnd {
 		case now := <-tick.C:
 			switch {
 			case end != nil:
-			case !now.Before(pl.lease):
+			case !now.Before(pl.Lease):
 				stop(sessionEnd{why: "the pin's lease ran out", lostPin: true}, true)
-			case pl.quiet(now):
+			case pl.Quiet(now):
 				stop(sessionEnd{why: "no heartbeat from the server"}, true)
 			case nc.Stats().Reconnects != reconnects:
 				stop(sessionEnd{why: "reconnected to NATS"}, true)
 			case failed == nil:
-				if err := pl.maintain(now); err != nil {
+				if err := pl.Maintain(now); err != nil {
 					stop(sessionEnd{why: err.Error()}, true)
 				}
 			}

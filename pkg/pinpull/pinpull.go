@@ -1,4 +1,8 @@
-package readside
+// Package pinpull drives the JetStream pull protocol for a consumer whose priority group pins one client
+// at a time (pinned_client), proving rather than assuming that a session saw every delivery: read-side
+// shards (pkg/readside) and the asynchronous command intake (pkg/intake) are delivered this way, one
+// replica at a time, in stream order.
+package pinpull
 
 import (
 	"encoding/json"
@@ -9,11 +13,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
-
-	"github.com/cosnats/cosnats/pkg/layout"
 )
 
-// The pull protocol is driven here rather than through nats.go's Consume, because the projector must
+// PinnedTTL is how long the server keeps a pin after the pinned client's last pull; a standby takes
+// over within about this long after the pinned client goes away. Consumers pulled with a Puller must be
+// created with it.
+const PinnedTTL = 5 * time.Second
+
+// The pull protocol is driven here rather than through nats.go's Consume, because a session must
 // know, not assume, that it saw every delivery: the consumer numbers deliveries (1, 2, 3, … after a
 // reset) and a session checks that they arrive without a gap, in stream order, under its own pin, and
 // that the server keeps answering. Its own pull requests also give it a lease on the pin: the server
@@ -54,40 +61,43 @@ type pull struct {
 	remaining int
 }
 
-// puller is one pull session: its own inbox (each pull replies on its own subject under it), the pulls
+// Puller is one pull session: its own inbox (each pull replies on its own subject under it), the pulls
 // in flight, and the bookkeeping that proves every delivery arrived. Status messages (heartbeats,
 // expiries) name the pull they answer; deliveries carry their stream subject instead, so they are
 // counted against the oldest pull, which the server fills first.
-type puller struct {
+type Puller struct {
 	nc      *nats.Conn
 	next    string // the consumer's pull subject
 	inbox   string
 	sub     *nats.Subscription
-	msgs    chan *nats.Msg
-	pin     string // "" = standby: pull without a pin, to be given one
+	Msgs    chan *nats.Msg // what arrives on the session's inbox: hand each to Receive
+	Pin     string         // "" = standby: pull without a pin, to be given one
+	group   string
 	batch   int
 	n       int
 	pulls   []*pull   // outstanding, oldest first
 	lastMsg time.Time // last time anything arrived
-	lease   time.Time // the pin is surely ours until then (zero: not yet confirmed)
+	Lease   time.Time // the pin is surely ours until then (zero: not yet confirmed)
 
 	lastDseq  uint64 // consumer sequence of the last delivery seen
 	lastSseq  uint64 // stream sequence of the last delivery seen
 	suspected uint64 // a heartbeat's last consumer sequence not seen yet (0 = none)
 }
 
-// newPuller subscribes a fresh inbox. Nothing is pulled yet.
-func newPuller(nc *nats.Conn, lay layout.Layout, consumer, pin string, batch int) (*puller, error) {
-	p := &puller{
+// New subscribes a fresh inbox for pulls from consumer (of stream) in priority group group, with pin
+// ("" to wait in standby until the server pins this client). Nothing is pulled yet.
+func New(nc *nats.Conn, stream, consumer, group, pin string, batch int) (*Puller, error) {
+	p := &Puller{
 		nc:      nc,
-		next:    "$JS.API.CONSUMER.MSG.NEXT." + lay.EventStream() + "." + consumer,
+		next:    "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer,
 		inbox:   nats.InboxPrefix + nuid.Next(),
-		msgs:    make(chan *nats.Msg, batch*maxPulls+64),
-		pin:     pin,
+		Msgs:    make(chan *nats.Msg, batch*maxPulls+64),
+		Pin:     pin,
+		group:   group,
 		batch:   batch,
 		lastMsg: time.Now(),
 	}
-	sub, err := nc.ChanSubscribe(p.inbox+".*", p.msgs)
+	sub, err := nc.ChanSubscribe(p.inbox+".*", p.Msgs)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to the pull inbox: %w", err)
 	}
@@ -97,13 +107,13 @@ func newPuller(nc *nats.Conn, lay layout.Layout, consumer, pin string, batch int
 	return p, nil
 }
 
-// close unsubscribes: whatever the server still sends to this inbox is lost, and a session that
+// Close unsubscribes: whatever the server still sends to this inbox is lost, and a session that
 // follows starts with a reset, so nothing depends on it.
-func (p *puller) close() { _ = p.sub.Unsubscribe() }
+func (p *Puller) Close() { _ = p.sub.Unsubscribe() }
 
-// maintain sends a pull when none is outstanding, when the newest is half used, or when the pin is due
+// Maintain sends a pull when none is outstanding, when the newest is half used, or when the pin is due
 // for renewal. It reports a failure to publish.
-func (p *puller) maintain(now time.Time) error {
+func (p *Puller) Maintain(now time.Time) error {
 	if len(p.pulls) >= maxPulls {
 		return nil
 	}
@@ -114,7 +124,7 @@ func (p *puller) maintain(now time.Time) error {
 	}
 	p.n++
 	reply := p.inbox + "." + strconv.Itoa(p.n)
-	body, _ := json.Marshal(nextRequest{Batch: p.batch, Expires: pullExpiry, Heartbeat: pullHeartbeat, Group: layout.ProjectorGroup, PinID: p.pin})
+	body, _ := json.Marshal(nextRequest{Batch: p.batch, Expires: pullExpiry, Heartbeat: pullHeartbeat, Group: p.group, PinID: p.Pin})
 	if err := p.nc.PublishRequest(p.next, reply, body); err != nil {
 		return fmt.Errorf("pull: %w", err)
 	}
@@ -126,7 +136,7 @@ func (p *puller) maintain(now time.Time) error {
 }
 
 // find returns the index of the outstanding pull answered on reply, -1 when none is.
-func (p *puller) find(reply string) int {
+func (p *Puller) find(reply string) int {
 	for i, pl := range p.pulls {
 		if pl.reply == reply {
 			return i
@@ -135,49 +145,49 @@ func (p *puller) find(reply string) int {
 	return -1
 }
 
-func (p *puller) remove(i int) { p.pulls = append(p.pulls[:i], p.pulls[i+1:]...) }
+func (p *Puller) remove(i int) { p.pulls = append(p.pulls[:i], p.pulls[i+1:]...) }
 
 // answered notes that the server took pull i with the current pin: the pin held at its send time, so
 // it holds for PinnedTTL after it (less a margin).
-func (p *puller) answered(i int) {
-	if i < 0 || i >= len(p.pulls) || p.pin == "" {
+func (p *Puller) answered(i int) {
+	if i < 0 || i >= len(p.pulls) || p.Pin == "" {
 		return
 	}
-	if l := p.pulls[i].sent.Add(PinnedTTL - leaseMargin); l.After(p.lease) {
-		p.lease = l
+	if l := p.pulls[i].sent.Add(PinnedTTL - leaseMargin); l.After(p.Lease) {
+		p.Lease = l
 	}
 }
 
-// event is what one arrival means to the session.
-type event int
+// Event is what one arrival means to the session.
+type Event int
 
 const (
-	evNone     event = iota // nothing to act on (a heartbeat, an expired pull)
-	evDelivery              // an event to hand to the read side
-	evPinned                // a delivery in standby: the server pinned this replica
-	evLostPin               // the server says the pin is not (any more) ours
-	evBroken                // a delivery went missing, came twice or out of order, or the consumer changed
+	None     Event = iota // nothing to act on (a heartbeat, an expired pull)
+	Delivery              // a message to process
+	Pinned                // a delivery in standby: the server pinned this client (drop the message)
+	LostPin               // the server says the pin is not (any more) ours
+	Broken                // a delivery went missing, came twice or out of order, or the consumer changed
 )
 
-// receive classifies one arrival; for evBroken the string says why.
-func (p *puller) receive(m *nats.Msg, now time.Time) (event, string) {
+// Receive classifies one arrival; for Broken the string says why.
+func (p *Puller) Receive(m *nats.Msg, now time.Time) (Event, string) {
 	p.lastMsg = now
 	if status := m.Header.Get(statusHeader); status != "" && len(m.Data) == 0 {
 		return p.status(p.find(m.Subject), status, m.Header)
 	}
 	if !strings.HasPrefix(m.Reply, "$JS.ACK.") {
-		return evBroken, fmt.Sprintf("unexpected message on the pull inbox (reply %q)", m.Reply)
+		return Broken, fmt.Sprintf("unexpected message on the pull inbox (reply %q)", m.Reply)
 	}
 	pin := m.Header.Get(pinHeader)
 	switch {
-	case p.pin == "" && pin == "":
-		return evBroken, "a delivery without a pin id"
-	case p.pin == "":
-		p.pin = pin
+	case p.Pin == "" && pin == "":
+		return Broken, "a delivery without a pin id"
+	case p.Pin == "":
+		p.Pin = pin
 		p.answered(0)
-		return evPinned, ""
-	case pin != p.pin:
-		return evLostPin, ""
+		return Pinned, ""
+	case pin != p.Pin:
+		return LostPin, ""
 	}
 	// The oldest outstanding pull is the one being filled (or a later one: its send time is the
 	// cautious bound for the lease).
@@ -189,69 +199,69 @@ func (p *puller) receive(m *nats.Msg, now time.Time) (event, string) {
 	}
 	meta, err := m.Metadata()
 	if err != nil {
-		return evBroken, fmt.Sprintf("delivery without JetStream metadata: %v", err)
+		return Broken, fmt.Sprintf("delivery without JetStream metadata: %v", err)
 	}
 	dseq, sseq := meta.Sequence.Consumer, meta.Sequence.Stream
 	switch {
 	case dseq != p.lastDseq+1:
-		return evBroken, fmt.Sprintf("delivery %d after %d: a delivery was lost or the consumer was reset", dseq, p.lastDseq)
+		return Broken, fmt.Sprintf("delivery %d after %d: a delivery was lost or the consumer was reset", dseq, p.lastDseq)
 	case sseq <= p.lastSseq:
-		return evBroken, fmt.Sprintf("stream sequence %d after %d: a redelivery", sseq, p.lastSseq)
+		return Broken, fmt.Sprintf("stream sequence %d after %d: a redelivery", sseq, p.lastSseq)
 	}
 	p.lastDseq, p.lastSseq = dseq, sseq
 	if p.suspected <= dseq {
 		p.suspected = 0
 	}
-	return evDelivery, ""
+	return Delivery, ""
 }
 
 // status handles a status message answering pull i (-1: a pull no longer outstanding).
-func (p *puller) status(i int, status string, h nats.Header) (event, string) {
+func (p *Puller) status(i int, status string, h nats.Header) (Event, string) {
 	switch status {
 	case "100": // idle heartbeat, with the consumer's last delivery
 		p.answered(i)
-		if p.pin == "" {
-			return evNone, ""
+		if p.Pin == "" {
+			return None, ""
 		}
 		last, err := strconv.ParseUint(h.Get(lastConsumerSeqHd), 10, 64)
 		if err != nil {
-			return evNone, ""
+			return None, ""
 		}
 		switch {
 		case last < p.lastDseq:
-			return evBroken, fmt.Sprintf("the consumer's last delivery is %d, this session saw %d: it was reset", last, p.lastDseq)
+			return Broken, fmt.Sprintf("the consumer's last delivery is %d, this session saw %d: it was reset", last, p.lastDseq)
 		case p.suspected > p.lastDseq:
 			// A replicated consumer may announce a delivery before sending it; one heartbeat later it
 			// must have arrived.
-			return evBroken, fmt.Sprintf("delivery %d never arrived (last seen %d)", p.suspected, p.lastDseq)
+			return Broken, fmt.Sprintf("delivery %d never arrived (last seen %d)", p.suspected, p.lastDseq)
 		case last > p.lastDseq:
 			p.suspected = last
 		}
-		return evNone, ""
+		return None, ""
 	case "408": // the pull expired: the server had it
 		p.answered(i)
 		if i >= 0 {
 			p.remove(i)
 		}
-		return evNone, ""
+		return None, ""
 	case "423":
 		if i >= 0 {
 			p.remove(i)
 		}
-		return evLostPin, ""
+		return LostPin, ""
 	case "404":
 		if i >= 0 {
 			p.remove(i)
 		}
-		return evNone, ""
+		return None, ""
 	}
 	if i >= 0 {
 		p.remove(i)
 	}
-	return evBroken, fmt.Sprintf("pull answered %s %s", status, h.Get(descriptionHeader))
+	return Broken, fmt.Sprintf("pull answered %s %s", status, h.Get(descriptionHeader))
 }
 
-// quiet reports whether the server has been silent for too long while pulls are outstanding.
-func (p *puller) quiet(now time.Time) bool {
+// Quiet reports whether the server has been silent for too long while pulls are outstanding.
+func (p *Puller) Quiet(now time.Time) bool {
 	return len(p.pulls) > 0 && now.Sub(p.lastMsg) > silence
 }
