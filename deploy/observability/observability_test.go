@@ -29,6 +29,8 @@ var documented = map[string]map[string][]string{
 	"cos_readside_lag_seconds":       {"read_side": nil},
 	"cos_readside_shard_state":       {"read_side": nil, "shard": nil, "state": {"running", "paused", "stopped", "failing"}},
 	"cos_nats_connected":             {},
+	"cos_intake_commands_total":      {"outcome": {"ok", "replayed", "rejected"}},
+	"cos_intake_pending_commands":    {},
 	"cos_build_info":                 {"version": nil, "revision": nil},
 }
 

@@ -228,12 +228,18 @@ func Launch(t testing.TB, cfg config.Config, opts node.Options) *Running {
 // Client dials a gateway.
 func Client(t testing.TB, addr string) cospb.ChiefOfStateServiceClient {
 	t.Helper()
+	return cospb.NewChiefOfStateServiceClient(Conn(t, addr))
+}
+
+// Conn dials a gRPC server (plaintext), closed when the test ends.
+func Conn(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return cospb.NewChiefOfStateServiceClient(conn)
+	return conn
 }
 
 // Eventually polls a condition that becomes true asynchronously (an ack applied by the server, interest

@@ -11,11 +11,36 @@ import (
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/pkg/entity"
+	"github.com/cosnats/cosnats/pkg/eventlog"
 	"github.com/cosnats/cosnats/pkg/layout"
 )
 
 // Events reads every stored event of one entity, in stream order.
 func Events(t testing.TB, js jetstream.JetStream, id string, numShards int) []*cospb.EventWrapper {
+	t.Helper()
+	var out []*cospb.EventWrapper
+	for _, m := range eventMsgs(t, js, id, numShards) {
+		var w cospb.EventWrapper
+		if err := proto.Unmarshal(m.Data, &w); err != nil {
+			t.Fatalf("decode event at sequence %d: %v", m.Sequence, err)
+		}
+		out = append(out, &w)
+	}
+	return out
+}
+
+// CommandIDs reads the command id stored with each event of one entity, in stream order (a command's
+// events all carry its id).
+func CommandIDs(t testing.TB, js jetstream.JetStream, id string, numShards int) []string {
+	t.Helper()
+	var out []string
+	for _, m := range eventMsgs(t, js, id, numShards) {
+		out = append(out, m.Header.Get(eventlog.HeaderCommandID))
+	}
+	return out
+}
+
+func eventMsgs(t testing.TB, js jetstream.JetStream, id string, numShards int) []*jetstream.RawStreamMsg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -31,7 +56,7 @@ func Events(t testing.TB, js jetstream.JetStream, id string, numShards int) []*c
 	}
 	// Message gets by subject are answered by the stream leader; a fresh consumer's pull subject may
 	// not yet have reached the client's server on a cluster ("no responders").
-	var out []*cospb.EventWrapper
+	var out []*jetstream.RawStreamMsg
 	for seq := uint64(1); ; {
 		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -40,11 +65,7 @@ func Events(t testing.TB, js jetstream.JetStream, id string, numShards int) []*c
 		if err != nil {
 			t.Fatalf("read %s from sequence %d: %v", subject, seq, err)
 		}
-		var w cospb.EventWrapper
-		if err := proto.Unmarshal(m.Data, &w); err != nil {
-			t.Fatalf("decode event at sequence %d: %v", m.Sequence, err)
-		}
-		out = append(out, &w)
+		out = append(out, m)
 		seq = m.Sequence + 1
 	}
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))

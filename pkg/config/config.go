@@ -117,6 +117,35 @@ type Config struct {
 	// MaxEntityQueue (COS_WORKER_MAX_ENTITY_QUEUE [256], 1..100000) bounds the commands of one
 	// entity a worker holds behind the one it runs; beyond it a command is refused the same way.
 	MaxEntityQueue int
+
+	Intake Intake // COS_INTAKE_*: the NATS producer API
+
+	Subscription Subscription // COS_SUBSCRIPTION_*: live subscriptions
+}
+
+// Intake configures the NATS producer API the gateways serve: the synchronous subject
+// <root>.process and the asynchronous intake stream <PREFIX>_INTAKE (docs/nats-producers.md).
+type Intake struct {
+	// Enabled (COS_INTAKE_ENABLED [true]) turns both on; gateways then create the intake and
+	// outcome streams.
+	Enabled bool
+	// MaxMessages (COS_INTAKE_MAX_MESSAGES [1000000], 0 = unlimited) and MaxBytes
+	// (COS_INTAKE_MAX_BYTES [1073741824], 0 = unlimited) bound the commands waiting in the
+	// intake; a full intake refuses new publishes.
+	MaxMessages int64
+	MaxBytes    int64
+	// MaxAge (COS_INTAKE_MAX_AGE, whole seconds [0] = forever) drops commands waiting longer,
+	// without an outcome.
+	MaxAge time.Duration
+	// Duplicates (COS_INTAKE_DUPLICATE_WINDOW, whole seconds [120], 1..86400) is how long a
+	// Nats-Msg-Id is remembered by the intake stream.
+	Duplicates time.Duration
+	// OutcomeMaxAge (COS_INTAKE_OUTCOME_MAX_AGE, whole seconds [604800], 60..31536000) is how long
+	// outcomes and rejected commands are kept.
+	OutcomeMaxAge time.Duration
+	// MaxInFlight (COS_INTAKE_MAX_IN_FLIGHT [1000], 1..100000) bounds the intake commands running at
+	// once (one at a time per entity).
+	MaxInFlight int
 }
 
 // WriteSide describes the user's write-side handler (WriteSideHandlerService).
@@ -137,6 +166,14 @@ type WriteSide struct {
 	// PersistedHeaders (COS_WRITE_PERSISTED_HEADERS, note: no _SIDE_) are the gRPC metadata
 	// keys stored with the events; lowercase, characters [a-z0-9-_.].
 	PersistedHeaders []string
+
+	// Descriptors (COS_WRITE_SIDE_DESCRIPTORS) is an optional FileDescriptorSet file (protoc
+	// --include_imports --descriptor_set_out) with the handler's commands, events and states, so
+	// commands can arrive as JSON over NATS and outcomes leave as JSON.
+	Descriptors string
+	// Reflection (COS_WRITE_SIDE_REFLECTION [true]) lets gateways ask the write handler's gRPC
+	// server reflection for message types not in Descriptors (when COS_WRITE_SIDE_HOST is set).
+	Reflection bool
 }
 
 // NATS describes how this process reaches NATS JetStream.
@@ -189,6 +226,16 @@ func Default() Config {
 		ShutdownTimeout:   defaultShutdownTimeout,
 		MaxPendingBytes:   defaultMaxPendingBytes,
 		MaxEntityQueue:    defaultMaxEntityQueue,
+		Subscription:      defaultSubscription(),
+		WriteSide:         WriteSide{Reflection: true},
+		Intake: Intake{
+			Enabled:       true,
+			MaxMessages:   1000000,
+			MaxBytes:      1 << 30,
+			Duplicates:    2 * time.Minute,
+			OutcomeMaxAge: 7 * 24 * time.Hour,
+			MaxInFlight:   1000,
+		},
 	}
 }
 

@@ -43,6 +43,10 @@ func TestFromEnvDefaults(t *testing.T) {
 			ShutdownTimeout:   25 * time.Second,
 			MaxPendingBytes:   64 << 20,
 			MaxEntityQueue:    256,
+			Subscription:      Subscription{Enabled: true, Buffer: 128, StallTimeout: time.Second},
+			WriteSide:         WriteSide{Reflection: true},
+			Intake: Intake{Enabled: true, MaxMessages: 1000000, MaxBytes: 1 << 30, Duplicates: 2 * time.Minute,
+				OutcomeMaxAge: 7 * 24 * time.Hour, MaxInFlight: 1000},
 		}
 		if !reflect.DeepEqual(c, want) {
 			t.Errorf("FromEnv(%q) =\n%+v\nwant\n%+v", env, c, want)
@@ -97,6 +101,15 @@ func TestFromEnvAllVariables(t *testing.T) {
 		"COS_SHUTDOWN_TIMEOUT=40",
 		"COS_WORKER_MAX_PENDING_BYTES=2097152",
 		"COS_WORKER_MAX_ENTITY_QUEUE=10",
+		"COS_WRITE_SIDE_DESCRIPTORS=/etc/cos/handler.pb",
+		"COS_WRITE_SIDE_REFLECTION=false",
+		"COS_INTAKE_ENABLED=false",
+		"COS_INTAKE_MAX_MESSAGES=0",
+		"COS_INTAKE_MAX_BYTES=4096",
+		"COS_INTAKE_MAX_AGE=3600",
+		"COS_INTAKE_DUPLICATE_WINDOW=30",
+		"COS_INTAKE_OUTCOME_MAX_AGE=7200",
+		"COS_INTAKE_MAX_IN_FLIGHT=7",
 	}
 	c, legacy, err := FromEnv(env)
 	if err != nil {
@@ -118,6 +131,8 @@ func TestFromEnvAllVariables(t *testing.T) {
 			StateProtos:       []string{"pkg.Account"},
 			PropagatedHeaders: []string{"x-request-id", "authorization"},
 			PersistedHeaders:  []string{"x-user.id"},
+			Descriptors:       "/etc/cos/handler.pb",
+			Reflection:        false,
 		},
 		CommandTimeout:         7 * time.Second,
 		HandlerCallTimeout:     1500 * time.Millisecond,
@@ -146,6 +161,9 @@ func TestFromEnvAllVariables(t *testing.T) {
 		ShutdownTimeout:   40 * time.Second,
 		MaxPendingBytes:   2 << 20,
 		MaxEntityQueue:    10,
+		Subscription:      Subscription{Enabled: true, Buffer: 128, StallTimeout: time.Second},
+		Intake: Intake{Enabled: false, MaxMessages: 0, MaxBytes: 4096, MaxAge: time.Hour, Duplicates: 30 * time.Second,
+			OutcomeMaxAge: 2 * time.Hour, MaxInFlight: 7},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got\n%+v\nwant\n%+v", c, want)

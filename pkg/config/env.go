@@ -79,6 +79,8 @@ func FromEnv(environ []string) (Config, []string, error) {
 	w.StateProtos = p.list("COS_WRITE_SIDE_STATE_PROTOS", false)
 	w.PropagatedHeaders = p.list("COS_WRITE_SIDE_PROPAGATED_HEADERS", true)
 	w.PersistedHeaders = p.list("COS_WRITE_PERSISTED_HEADERS", true)
+	p.str("COS_WRITE_SIDE_DESCRIPTORS", &w.Descriptors)
+	p.bool("COS_WRITE_SIDE_REFLECTION", &w.Reflection)
 
 	p.duration("COS_COMMAND_HANDLER_TIMEOUT", time.Second, &c.CommandTimeout)
 	p.duration("COS_GRPC_CALLS_TIMEOUT", time.Millisecond, &c.HandlerCallTimeout)
@@ -110,6 +112,16 @@ func FromEnv(environ []string) (Config, []string, error) {
 	p.duration("COS_SHUTDOWN_TIMEOUT", time.Second, &c.ShutdownTimeout)
 	p.int64("COS_WORKER_MAX_PENDING_BYTES", &c.MaxPendingBytes)
 	p.int("COS_WORKER_MAX_ENTITY_QUEUE", &c.MaxEntityQueue)
+	c.Subscription.parse(p)
+
+	in := &c.Intake
+	p.bool("COS_INTAKE_ENABLED", &in.Enabled)
+	p.int64("COS_INTAKE_MAX_MESSAGES", &in.MaxMessages)
+	p.int64("COS_INTAKE_MAX_BYTES", &in.MaxBytes)
+	p.duration("COS_INTAKE_MAX_AGE", time.Second, &in.MaxAge)
+	p.duration("COS_INTAKE_DUPLICATE_WINDOW", time.Second, &in.Duplicates)
+	p.duration("COS_INTAKE_OUTCOME_MAX_AGE", time.Second, &in.OutcomeMaxAge)
+	p.int("COS_INTAKE_MAX_IN_FLIGHT", &in.MaxInFlight)
 
 	// A value that failed to parse left its default in place, so Validate reports only the
 	// other problems and the user sees everything at once.

@@ -108,9 +108,29 @@ func (c Config) Validate() error {
 	}
 	k.between64("COS_WORKER_MAX_PENDING_BYTES", c.MaxPendingBytes, 1<<20, 16<<30)
 	k.between("COS_WORKER_MAX_ENTITY_QUEUE", c.MaxEntityQueue, 1, 100000)
+	c.Subscription.check(&k)
 	c.WriteSide.check(&k, false)
+	c.Intake.check(&k)
 	checkReadSides(&k, c.ReadSides)
 	return errors.Join(k.errs...)
+}
+
+func (in Intake) check(k *checker) {
+	k.between64("COS_INTAKE_MAX_MESSAGES", in.MaxMessages, 0, 1<<40)
+	k.between64("COS_INTAKE_MAX_BYTES", in.MaxBytes, 0, 1<<50)
+	if in.MaxAge < 0 {
+		k.fail("COS_INTAKE_MAX_AGE: must be >= 0 seconds, got %v", in.MaxAge)
+	}
+	if in.Duplicates < time.Second || in.Duplicates > 24*time.Hour {
+		k.fail("COS_INTAKE_DUPLICATE_WINDOW: must be between 1 and 86400 seconds, got %v", in.Duplicates)
+	}
+	if in.OutcomeMaxAge < time.Minute || in.OutcomeMaxAge > 365*24*time.Hour {
+		k.fail("COS_INTAKE_OUTCOME_MAX_AGE: must be between 60 and 31536000 seconds, got %v", in.OutcomeMaxAge)
+	}
+	if in.MaxAge > 0 && in.Duplicates > in.MaxAge {
+		k.fail("COS_INTAKE_DUPLICATE_WINDOW: %v must not exceed COS_INTAKE_MAX_AGE %v", in.Duplicates, in.MaxAge)
+	}
+	k.between("COS_INTAKE_MAX_IN_FLIGHT", in.MaxInFlight, 1, 100000)
 }
 
 func (n NATS) check(k *checker) {

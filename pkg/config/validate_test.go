@@ -118,6 +118,14 @@ func TestConfigValidate(t *testing.T) {
 		{"pending bytes", func(c *Config) { c.MaxPendingBytes = 1000 }, "COS_WORKER_MAX_PENDING_BYTES:"},
 		{"entity queue", func(c *Config) { c.MaxEntityQueue = 0 }, "COS_WORKER_MAX_ENTITY_QUEUE:"},
 		{"cache bytes", func(c *Config) { c.StateCacheBytes = -1 }, "COS_STATE_CACHE_BYTES:"},
+		{"intake unlimited", func(c *Config) { c.Intake.MaxMessages, c.Intake.MaxBytes = 0, 0 }, ""},
+		{"intake messages", func(c *Config) { c.Intake.MaxMessages = -1 }, "COS_INTAKE_MAX_MESSAGES:"},
+		{"intake bytes", func(c *Config) { c.Intake.MaxBytes = -1 }, "COS_INTAKE_MAX_BYTES:"},
+		{"intake age", func(c *Config) { c.Intake.MaxAge = -time.Second }, "COS_INTAKE_MAX_AGE:"},
+		{"intake window", func(c *Config) { c.Intake.Duplicates = 0 }, "COS_INTAKE_DUPLICATE_WINDOW:"},
+		{"intake window over age", func(c *Config) { c.Intake.MaxAge = time.Minute }, "must not exceed COS_INTAKE_MAX_AGE"},
+		{"outcome age", func(c *Config) { c.Intake.OutcomeMaxAge = time.Second }, "COS_INTAKE_OUTCOME_MAX_AGE:"},
+		{"intake in flight", func(c *Config) { c.Intake.MaxInFlight = 0 }, "COS_INTAKE_MAX_IN_FLIGHT:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

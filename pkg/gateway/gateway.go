@@ -27,6 +27,7 @@ import (
 	"github.com/cosnats/cosnats/pkg/entity"
 	"github.com/cosnats/cosnats/pkg/eventlog"
 	"github.com/cosnats/cosnats/pkg/layout"
+	"github.com/cosnats/cosnats/pkg/subscription"
 	"github.com/cosnats/cosnats/pkg/telemetry"
 	"github.com/cosnats/cosnats/pkg/worker"
 )
@@ -43,6 +44,8 @@ type Config struct {
 	MaxCommandBytes   int
 	PropagatedHeaders []string
 	PersistedHeaders  []string
+	// Subscriptions configures Subscribe and SubscribeAll (its Layout is set from Layout).
+	Subscriptions SubscriptionConfig
 }
 
 // Dispatcher delivers a CommandRequest to a worker and returns its reply: over NATS
@@ -103,6 +106,7 @@ type Service struct {
 	log     *slog.Logger
 	metrics *telemetry.Metrics
 	backend atomic.Pointer[backend]
+	subs    *subscription.Hub
 }
 
 type backend struct {
@@ -112,7 +116,7 @@ type backend struct {
 
 // New builds the service; it answers once bound. metrics may be nil.
 func New(cfg Config, log *slog.Logger, metrics *telemetry.Metrics) *Service {
-	return &Service{cfg: cfg, log: log, metrics: metrics}
+	return &Service{cfg: cfg, log: log, metrics: metrics, subs: newHub(cfg, log)}
 }
 
 // Bind gives the service what it serves with.
@@ -136,11 +140,47 @@ func (s *Service) processCommand(ctx context.Context, req *cospb.ProcessCommandR
 	if b == nil {
 		return nil, telemetry.OutcomeUnavailable, errNotReady
 	}
-	resp, err := s.send(ctx, b, req)
+	md, _ := metadata.FromIncomingContext(ctx)
+	// Tell the caller which id to retry with, before anything can fail.
+	resp, err := s.send(ctx, b, req, md, func(id string) { _ = grpc.SetHeader(ctx, metadata.Pairs(CommandIDKey, id)) })
 	if err != nil {
 		return nil, errorOutcome(err), err
 	}
 	return resp.response, resp.outcome, nil
+}
+
+// Result is the outcome of a command that arrived another way than the gRPC API (the NATS intakes).
+type Result struct {
+	Response  *cospb.ProcessCommandResponse // nil when Err is set
+	CommandID string                        // the id the command ran with ("" when it was refused before one was chosen)
+	Replayed  bool                          // the id had already been applied: Response is its earlier result
+	// HandlerError is set when Err is the write handler's own answer (not this service's).
+	HandlerError bool
+	// Err is a gRPC status error exactly as ProcessCommand would have returned it.
+	Err error
+}
+
+// Run runs a command exactly as ProcessCommand does (validation, idempotency key in md under
+// CommandIDKey, propagated and persisted headers picked from md, errors, metrics) for the NATS
+// intakes. md keys must be lowercase.
+func (s *Service) Run(ctx context.Context, req *cospb.ProcessCommandRequest, md metadata.MD) Result {
+	start := time.Now()
+	var res Result
+	b := s.backend.Load()
+	if b == nil {
+		res.Err = errNotReady
+		s.metrics.Command(ctx, telemetry.OutcomeUnavailable, time.Since(start))
+		return res
+	}
+	a, err := s.send(ctx, b, req, md, func(id string) { res.CommandID = id })
+	outcome := a.outcome
+	if err != nil {
+		outcome = errorOutcome(err)
+	}
+	s.metrics.Command(ctx, outcome, time.Since(start))
+	res.Response, res.Replayed, res.Err = a.response, outcome == telemetry.OutcomeReplayed && err == nil, err
+	_, res.HandlerError = err.(errHandler)
+	return res
 }
 
 // answer is a worker's successful reply.
@@ -174,8 +214,9 @@ func errorOutcome(err error) string {
 	}
 }
 
-// send validates a command, hands it to a worker and maps its reply.
-func (s *Service) send(ctx context.Context, b *backend, req *cospb.ProcessCommandRequest) (answer, error) {
+// send validates a command, hands it to a worker and maps its reply. onID learns the command id once
+// it is chosen.
+func (s *Service) send(ctx context.Context, b *backend, req *cospb.ProcessCommandRequest, md metadata.MD, onID func(string)) (answer, error) {
 	key, err := entity.NewKey(req.GetEntityId(), s.cfg.NumShards)
 	if err != nil {
 		return answer{}, status.Error(codes.InvalidArgument, err.Error())
@@ -186,7 +227,6 @@ func (s *Service) send(ctx context.Context, b *backend, req *cospb.ProcessComman
 	if n := proto.Size(req.GetCommand()); n > s.cfg.MaxCommandBytes {
 		return answer{}, status.Errorf(codes.InvalidArgument, "command is %d bytes, the limit is %d", n, s.cfg.MaxCommandBytes)
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
 	commandID, generated := "", false
 	if ids := md.Get(CommandIDKey); len(ids) > 0 {
 		if err := command.ValidateCommandID(ids[0]); err != nil {
@@ -196,8 +236,7 @@ func (s *Service) send(ctx context.Context, b *backend, req *cospb.ProcessComman
 	} else {
 		commandID, generated = nuid.Next(), true
 	}
-	// Tell the caller which id to retry with, before anything can fail.
-	_ = grpc.SetHeader(ctx, metadata.Pairs(CommandIDKey, commandID))
+	onID(commandID)
 
 	deadline := time.Now().Add(s.cfg.CommandTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Add(-worker.ReplyGrace).Before(deadline) {

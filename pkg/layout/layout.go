@@ -166,12 +166,27 @@ func (l Layout) OutcomeStream() string { return l.prefix + "_OUTCOMES" }
 // OutcomeSubjects matches every outcome subject.
 func (l Layout) OutcomeSubjects() string { return l.root + ".outcomes.*" }
 
-// OutcomeSubject is where the outcome of the intake command with this id is published: the id itself
-// when it is a plain token ([A-Za-z0-9_-]), else its "=" + base64url form (entity.Token).
+// OutcomeSubject is where producers hear the outcome of the intake command with this id: the id
+// itself when it is a plain token ([A-Za-z0-9_-]), else its "=" + base64url form (entity.Token). The
+// outcome stream republishes each outcome it stores there, so a duplicate is never heard.
 func (l Layout) OutcomeSubject(commandID string) string {
 	return l.root + ".outcomes." + entity.Token(commandID)
 }
 
+// OutcomeLogSubjects matches the subjects outcomes are stored on (gateways publish there).
+func (l Layout) OutcomeLogSubjects() string { return l.root + ".outcome-log.*" }
+
+// OutcomeLogSubject is where the outcome of the intake command with this id is stored.
+func (l Layout) OutcomeLogSubject(commandID string) string {
+	return l.root + ".outcome-log." + entity.Token(commandID)
+}
+
+// OutcomeRepublish maps OutcomeLogSubjects to OutcomeSubjects (a stream republish destination).
+func (l Layout) OutcomeRepublish() string { return l.root + ".outcomes.{{wildcard(1)}}" }
+
 // UnsubscribeSubject is where a gateway that receives Unsubscribe/UnsubscribeAll tells every gateway to
 // end the live subscription with that id (it may be served by another one).
 func (l Layout) UnsubscribeSubject() string { return l.root + ".ctl.unsubscribe" }
+
+// IntakeGroup is the priority group gateways pull the intake with; the server pins one of them.
+const IntakeGroup = "gateways"

@@ -37,9 +37,11 @@ import (
 	"github.com/cosnats/cosnats/pkg/eventlog"
 	"github.com/cosnats/cosnats/pkg/gateway"
 	"github.com/cosnats/cosnats/pkg/health"
+	"github.com/cosnats/cosnats/pkg/intake"
 	"github.com/cosnats/cosnats/pkg/layout"
 	"github.com/cosnats/cosnats/pkg/natsembed"
 	"github.com/cosnats/cosnats/pkg/readside"
+	"github.com/cosnats/cosnats/pkg/schema"
 	"github.com/cosnats/cosnats/pkg/statecache"
 	"github.com/cosnats/cosnats/pkg/telemetry"
 	"github.com/cosnats/cosnats/pkg/worker"
@@ -81,6 +83,7 @@ type Info struct {
 	NATSURL   string // embedded server's TCP URL when it listens
 	Worker    *worker.Worker
 	Projector *readside.Projector // nil unless the projector runs here
+	Intake    *intake.Async       // nil unless the gateway runs here with the intake on
 	// Connect opens another connection to this node's NATS (in-process when embedded), e.g. for tools
 	// and benchmarks that must reach it the way the node does. Valid while the node runs.
 	Connect func(name string) (*nats.Conn, error)
@@ -255,6 +258,17 @@ func (n *node) run(ctx context.Context) error {
 		}
 		gw.bind(dispatch, res, js)
 	}
+	// The NATS intakes stop before the backend (they hand commands to the workers).
+	intakeCtx, stopIntakes := context.WithCancel(backendCtx)
+	defer stopIntakes()
+	intakes, ictx := errgroup.WithContext(intakeCtx)
+	if gw != nil && cfg.Intake.Enabled {
+		closeTypes, err := n.startIntakes(ictx, intakes, nc, js, gw)
+		if err != nil {
+			return err
+		}
+		defer closeTypes()
+	}
 	if n.opts.Ready != nil && gctx.Err() == nil {
 		n.opts.Ready(n.info)
 	}
@@ -267,6 +281,10 @@ func (n *node) run(ctx context.Context) error {
 	n.health.Add("shutdown", "shutting down")
 	if gw != nil {
 		gw.stop(cfg.ShutdownTimeout)
+	}
+	stopIntakes()
+	if err := intakes.Wait(); err != nil {
+		log.Warn("NATS intake", "err", err)
 	}
 	stopBackend()
 	err = g.Wait()
@@ -320,6 +338,11 @@ func (n *node) trySetUp(ctx context.Context, js jetstream.JetStream) (resources,
 	}
 	if n.opts.Roles.Gateway || n.opts.Roles.Projector {
 		if res.status, err = readside.OpenStatus(ctx, js, n.lay, cfg.NATS.Replicas); err != nil {
+			return res, err
+		}
+	}
+	if n.opts.Roles.Gateway && cfg.Intake.Enabled {
+		if err := intake.Ensure(ctx, js, n.intakeConfig()); err != nil {
 			return res, err
 		}
 	}
@@ -496,15 +519,9 @@ func (n *node) startProjector(ctx context.Context, g *errgroup.Group, js jetstre
 
 func (n *node) newWorker(nc *nats.Conn, res resources) (*worker.Worker, func(), error) {
 	cfg := n.cfg
-	creds := insecure.NewCredentials()
-	if cfg.WriteSide.UseTLS {
-		creds = credentials.NewClientTLSFromCert(nil, "")
-	}
-	target := net.JoinHostPort(cfg.WriteSide.Host, strconv.Itoa(cfg.WriteSide.Port))
-	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, telemetry.ClientOptions(n.metrics, n.tracing)...)
-	conn, err := grpc.NewClient(target, dial...)
+	conn, err := n.dialWriteSide()
 	if err != nil {
-		return nil, nil, fmt.Errorf("write handler at %s: %w", target, err)
+		return nil, nil, err
 	}
 	w, err := worker.New(worker.Config{
 		Layout:    n.lay,
@@ -539,12 +556,29 @@ func (n *node) newWorker(nc *nats.Conn, res resources) (*worker.Worker, func(), 
 	return w, func() { _ = conn.Close() }, nil
 }
 
+// dialWriteSide makes a client connection to the write handler (it connects on first use).
+func (n *node) dialWriteSide() (*grpc.ClientConn, error) {
+	ws := n.cfg.WriteSide
+	creds := insecure.NewCredentials()
+	if ws.UseTLS {
+		creds = credentials.NewClientTLSFromCert(nil, "")
+	}
+	target := net.JoinHostPort(ws.Host, strconv.Itoa(ws.Port))
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, telemetry.ClientOptions(n.metrics, n.tracing)...)
+	conn, err := grpc.NewClient(target, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("write handler at %s: %w", target, err)
+	}
+	return conn, nil
+}
+
 // gatewayServer is the gateway's gRPC server: it serves from the start (health NOT_SERVING, calls
 // UNAVAILABLE) and binds the services once set-up is done.
 type gatewayServer struct {
 	srv     *grpc.Server
 	svc     *gateway.Service
 	mgr     *readside.Manager
+	intake  *intake.Status
 	health  *grpchealth.Server
 	served  chan error
 	stopped bool
@@ -580,6 +614,8 @@ func (n *node) startGateway() (*gatewayServer, error) {
 			MaxCommandBytes:   cfg.MaxCommandBytes,
 			PropagatedHeaders: cfg.WriteSide.PropagatedHeaders,
 			PersistedHeaders:  cfg.WriteSide.PersistedHeaders,
+			Subscriptions: gateway.SubscriptionConfig{Enabled: cfg.Subscription.Enabled, Buffer: cfg.Subscription.Buffer,
+				StallTimeout: cfg.Subscription.StallTimeout},
 		}, log, n.metrics),
 		mgr:    readside.NewManager(n.lay, cfg.NumShards, n.log.With("role", "manager")),
 		health: grpchealth.NewServer(),
@@ -588,6 +624,8 @@ func (n *node) startGateway() (*gatewayServer, error) {
 	cospb.RegisterChiefOfStateServiceServer(srv, gs.svc)
 	cospb.RegisterReadSideManagerServiceServer(srv, gs.mgr)
 	natspb.RegisterReadSideStatusServiceServer(srv, gs.mgr)
+	gs.intake = intake.NewStatus(n.lay, cfg.Intake.Enabled)
+	natspb.RegisterIntakeServiceServer(srv, gs.intake)
 	healthpb.RegisterHealthServer(srv, gs.health)
 	reflection.Register(srv)
 	n.health.OnChange(func(ready bool) {
@@ -607,7 +645,9 @@ func (n *node) startGateway() (*gatewayServer, error) {
 
 func (gs *gatewayServer) bind(dispatch gateway.Dispatcher, res resources, js jetstream.JetStream) {
 	gs.svc.Bind(dispatch, res.evlog)
+	gs.svc.BindSubscriptions(js)
 	gs.mgr.Bind(js, res.status)
+	gs.intake.Bind(js)
 }
 
 // stop ends the server: with a timeout, calls in flight finish within it first.
@@ -617,6 +657,15 @@ func (gs *gatewayServer) stop(timeout time.Duration) {
 	}
 	gs.stopped = true
 	gs.health.Shutdown() // NOT_SERVING for every service, also to open Watch streams
+	// Subscription streams never end on their own: end them first (each client is told where to resume),
+	// or the graceful stop would wait for them until the timeout.
+	subsTimeout := timeout
+	if subsTimeout <= 0 {
+		subsTimeout = 5 * time.Second
+	}
+	subsCtx, cancelSubs := context.WithTimeout(context.Background(), subsTimeout)
+	gs.svc.EndSubscriptions(subsCtx)
+	cancelSubs()
 	if timeout > 0 {
 		done := make(chan struct{})
 		go func() { gs.srv.GracefulStop(); close(done) }()
@@ -636,4 +685,61 @@ func timing(p *readside.Policy) readside.Policy {
 		return readside.DefaultTiming
 	}
 	return *p
+}
+
+func (n *node) intakeConfig() intake.AsyncConfig {
+	in := n.cfg.Intake
+	return intake.AsyncConfig{
+		Layout:        n.lay,
+		Replicas:      n.cfg.NATS.Replicas,
+		MaxMessages:   in.MaxMessages,
+		MaxBytes:      in.MaxBytes,
+		MaxAge:        in.MaxAge,
+		Duplicates:    in.Duplicates,
+		OutcomeMaxAge: in.OutcomeMaxAge,
+		MaxInFlight:   in.MaxInFlight,
+		// The command, its headers and the envelope: what the gateway accepts, with room to spare.
+		MaxMsgSize: int32(n.cfg.MaxCommandBytes + intake.MaxHeaderBytes + 4096),
+	}
+}
+
+// startIntakes runs the synchronous and asynchronous NATS intakes of a gateway. It returns what closes
+// the connection used to ask the write handler for message types.
+func (n *node) startIntakes(ctx context.Context, g *errgroup.Group, nc *nats.Conn, js jetstream.JetStream, gw *gatewayServer) (func(), error) {
+	types, closeTypes, err := n.messageTypes()
+	if err != nil {
+		return nil, err
+	}
+	log := n.log.With("role", "intake")
+	sync := intake.NewSync(intake.SyncConfig{Layout: n.lay}, nc, gw.svc, types, log)
+	async := intake.NewAsync(n.intakeConfig(), intake.AsyncDeps{Conn: nc, JS: js, Run: gw.svc, Types: types, Logger: log,
+		Metrics: n.metrics, DrainTimeout: n.cfg.ShutdownTimeout})
+	g.Go(func() error { return sync.Run(ctx) })
+	g.Go(func() error { return async.Run(ctx) })
+	n.info.Intake = async
+	return closeTypes, nil
+}
+
+// messageTypes is where the intakes find the application's message types for JSON: the descriptor set
+// and the write handler's reflection. nil when there is neither.
+func (n *node) messageTypes() (*schema.Resolver, func(), error) {
+	ws := n.cfg.WriteSide
+	opts := schema.Options{DescriptorSet: ws.Descriptors}
+	closeConn := func() {}
+	if ws.Reflection && ws.Host != "" && ws.Port > 0 {
+		conn, err := n.dialWriteSide()
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.Reflection, closeConn = conn, func() { _ = conn.Close() }
+	}
+	if opts.DescriptorSet == "" && opts.Reflection == nil {
+		return nil, closeConn, nil
+	}
+	r, err := schema.New(opts)
+	if err != nil {
+		closeConn()
+		return nil, nil, fmt.Errorf("COS_WRITE_SIDE_DESCRIPTORS: %w", err)
+	}
+	return r, closeConn, nil
 }

@@ -287,6 +287,7 @@ var DocumentedMetrics = []string{
 	"cos_append_duration_seconds", "cos_append_conflicts_total", "cos_state_cache_requests_total",
 	"cos_worker_inflight_commands", "cos_readside_events_total", "cos_readside_lag_events",
 	"cos_readside_lag_seconds", "cos_readside_shard_state", "cos_nats_connected", "cos_build_info",
+	"cos_intake_commands_total", "cos_intake_pending_commands",
 	"go_goroutines", "process_resident_memory_bytes",
 }
 

@@ -222,9 +222,16 @@ func (f *reflector) fetch(ctx context.Context, name protoreflect.FullName) error
 	defer func() { _ = stream.CloseSend() }()
 	ask := func(req *rpb.ServerReflectionRequest) error {
 		if err := stream.Send(req); err != nil {
-			return fmt.Errorf("reflection on the write handler: %w", recvErr(stream, err))
+			err = recvErr(stream, err)
+			if status.Code(err) == codes.Unimplemented {
+				return fmt.Errorf("%w %s: the write handler does not serve gRPC reflection; give its descriptors in a file (COS_WRITE_SIDE_DESCRIPTORS)", ErrUnknownType, name)
+			}
+			return fmt.Errorf("reflection on the write handler: %w", err)
 		}
 		resp, err := stream.Recv()
+		if status.Code(err) == codes.Unimplemented {
+			return fmt.Errorf("%w %s: the write handler does not serve gRPC reflection; give its descriptors in a file (COS_WRITE_SIDE_DESCRIPTORS)", ErrUnknownType, name)
+		}
 		if err != nil {
 			return fmt.Errorf("reflection on the write handler: %w", err)
 		}

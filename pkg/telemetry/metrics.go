@@ -72,6 +72,8 @@ type Metrics struct {
 	readSideLag     *prometheus.GaugeVec
 	readSideLagSecs *prometheus.HistogramVec
 	shardState      *prometheus.GaugeVec
+	intakeCommands  *prometheus.CounterVec
+	intakePending   prometheus.Gauge
 
 	inflight  atomic.Pointer[func() int64]
 	connMu    sync.Mutex
@@ -135,6 +137,14 @@ func NewMetrics() *Metrics {
 		Name: "cos_readside_shard_state",
 		Help: "1 for the state the shard is in (running, paused, stopped, failing); reported by the projector that holds the shard.",
 	}, []string{"read_side", "shard", "state"})
+	m.intakeCommands = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cos_intake_commands_total",
+		Help: "Commands of the asynchronous intake whose outcome this gateway published, by outcome (ok, replayed, rejected).",
+	}, []string{"outcome"})
+	m.intakePending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cos_intake_pending_commands",
+		Help: "Commands in the asynchronous intake without an outcome yet (waiting or running); reported by the gateway that holds the intake, 0 elsewhere.",
+	})
 	connected := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "cos_nats_connected",
 		Help: "1 when every NATS connection of this process is connected.",
@@ -147,7 +157,7 @@ func NewMetrics() *Metrics {
 	})
 	build.Set(1)
 	m.reg.MustRegister(m.commands, m.commandDuration, m.handlerDuration, m.appendDuration, m.appendConflicts,
-		m.cacheRequests, inflight, m.readSideEvents, m.readSideLag, m.readSideLagSecs, m.shardState, connected, build,
+		m.cacheRequests, inflight, m.readSideEvents, m.readSideLag, m.readSideLagSecs, m.shardState, m.intakeCommands, m.intakePending, connected, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Series that exist from the start, so rates and alerts see zeros rather than nothing.
 	for _, o := range outcomes {
@@ -158,7 +168,36 @@ func NewMetrics() *Metrics {
 	}
 	m.cacheRequests.WithLabelValues("hit")
 	m.cacheRequests.WithLabelValues("miss")
+	for _, o := range IntakeOutcomes {
+		m.intakeCommands.WithLabelValues(o)
+	}
 	return m
+}
+
+// Intake outcomes, the values of cos_intake_commands_total's outcome label.
+const (
+	IntakeOK       = "ok"       // applied (or a no-op)
+	IntakeReplayed = "replayed" // its command id had been applied before
+	IntakeRejected = "rejected" // refused for good: invalid, or the write handler's error
+)
+
+// IntakeOutcomes lists the intake outcomes.
+var IntakeOutcomes = []string{IntakeOK, IntakeReplayed, IntakeRejected}
+
+// IntakeCommand records an intake command whose outcome was published.
+func (m *Metrics) IntakeCommand(outcome string) {
+	if m == nil {
+		return
+	}
+	m.intakeCommands.WithLabelValues(outcome).Inc()
+}
+
+// IntakePending reports the commands of the intake without an outcome.
+func (m *Metrics) IntakePending(n uint64) {
+	if m == nil {
+		return
+	}
+	m.intakePending.Set(float64(n))
 }
 
 // Registry is where the metrics are registered (tests gather from it).
