@@ -6,7 +6,8 @@
 #   docker build --build-arg BASE=scratch -t cosnats:dev .  # where no image can be pulled
 #
 # The role is the command: /usr/local/bin/gateway (the default), worker or projector; cosprobe is the
-# health probe for orchestrators that exec one (the image has no shell); bankhandler, bankreadside and
+# health probe for orchestrators that exec one (the image has no shell); cosctl the operator CLI
+# (`kubectl exec … -- cosctl readside status`); bankhandler, bankreadside and
 # bankclient are the bank-account example. No HEALTHCHECK: probes belong to the orchestrator.
 ARG BASE=gcr.io/distroless/static-debian12:nonroot
 FROM ${BASE}
@@ -17,6 +18,7 @@ COPY dist/linux_${TARGETARCH:-amd64}/gateway \
      dist/linux_${TARGETARCH:-amd64}/worker \
      dist/linux_${TARGETARCH:-amd64}/projector \
      dist/linux_${TARGETARCH:-amd64}/cosprobe \
+     dist/linux_${TARGETARCH:-amd64}/cosctl \
      dist/linux_${TARGETARCH:-amd64}/bankhandler \
      dist/linux_${TARGETARCH:-amd64}/bankreadside \
      dist/linux_${TARGETARCH:-amd64}/bankclient \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the static Linux binaries that the container images copy (the GoReleaser way: compile on the
 # host, package without a compiler in the image) into dist/linux_<arch>/:
-#   gateway worker projector cosprobe           the three roles and the health probe
+#   gateway worker projector cosprobe cosctl    the three roles, the health probe, the operator CLI
 #   bankhandler bankreadside bankclient         the bank-account example
 #   nats-server                                 the server version go.mod pins, for deploy/docker/nats
 #   empty/                                      copied as the images' data directories
@@ -22,7 +22,7 @@ rm -rf "$out/empty" && mkdir -p "$out/empty"
 # after its package (nats-server/v2 → nats-server).
 CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -o "$out/" \
   -ldflags "-s -w -X $pkg/pkg/buildinfo.Version=$version -X $pkg/pkg/buildinfo.Revision=$revision" \
-  ./cmd/gateway ./cmd/worker ./cmd/projector ./cmd/cosprobe \
+  ./cmd/gateway ./cmd/worker ./cmd/projector ./cmd/cosprobe ./cmd/cosctl \
   ./examples/bankaccount/cmd/bankhandler ./examples/bankaccount/cmd/bankreadside \
   ./examples/bankaccount/cmd/bankclient \
   github.com/nats-io/nats-server/v2

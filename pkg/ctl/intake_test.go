@@ -1,0 +1,67 @@
+package ctl_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cosnats/cosnats/internal/costest"
+	"github.com/cosnats/cosnats/pkg/config"
+	"github.com/cosnats/cosnats/pkg/intake"
+	"github.com/cosnats/cosnats/pkg/layout"
+)
+
+// intake status reports the intake stream: a command published to it shows in its sequence and ack
+// floor once decided; a disabled intake says so.
+func TestIntakeStatus(t *testing.T) {
+	t.Parallel()
+	s := startSystem(t)
+	st := decode(t, s.ok(t, "intake", "status", "--output", "json").stdout)
+	if st["enabled"] != true || st["stream"] != layout.Default().IntakeStream() || st["subject"] != layout.Default().IntakeSubject() ||
+		st["last_sequence"] != "0" {
+		t.Fatalf("intake status: %v", st)
+	}
+
+	nc, err := s.node.Connect("ctl-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg(layout.Default().IntakeSubject())
+	m.Header.Set(intake.HeaderEntityID, "i-1")
+	m.Header.Set(intake.HeaderCommandType, "bankaccount.v1.OpenAccount")
+	m.Header.Set(intake.HeaderContentType, intake.ContentJSON)
+	m.Header.Set(jetstream.MsgIDHeader, "open-i-1")
+	m.Data = []byte(`{"owner":"ann","initialBalance":"5"}`)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	costest.Eventually(t, 30*time.Second, "the intake command decided", func() bool {
+		st = decode(t, s.ok(t, "intake", "status", "--output", "json").stdout)
+		return st["last_sequence"] == "1" && st["ack_floor"] == "1" && st["pending"] == "0" && st["in_progress"] == "0"
+	})
+	if got := decode(t, s.ok(t, "get", "i-1").stdout); path(got, "state", "balance") != "5" {
+		t.Fatalf("the intake's command: %v", got)
+	}
+	table := s.ok(t, "intake", "status").stdout
+	for _, want := range []string{"enabled", "true", "last_sequence", "ack_floor", "stored_messages"} {
+		if !strings.Contains(table, want) {
+			t.Fatalf("intake status table lacks %q:\n%s", want, table)
+		}
+	}
+
+	off := startSystemWith(t, func(c *config.Config) { c.Intake.Enabled = false })
+	if r := off.ok(t, "intake", "status"); strings.Join(strings.Fields(r.stdout), " ") != "enabled false" {
+		t.Fatalf("disabled intake: %s", r)
+	}
+}
