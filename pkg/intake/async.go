@@ -147,46 +147,21 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// standby pulls without a pin until the server pins this gateway. A gateway that went away may have
-// left commands outstanding up to max_ack_pending, so the server delivers (and pins) nobody until they
-// time out: a standby that finds the pin free and commands outstanding resets the consumer.
+// standby waits until the server pins the intake to this gateway.
 func (a *Async) standby(ctx context.Context) error {
-	pl, err := pinpull.New(a.nc, a.cfg.Layout.IntakeStream(), a.cfg.Layout.IntakeConsumer(), layout.IntakeGroup, "", 1)
-	if err != nil {
+	pin, lease, err := pinpull.Standby(ctx, a.nc, a.cfg.Layout.IntakeStream(), a.cfg.Layout.IntakeConsumer(), layout.IntakeGroup,
+		2*time.Second, a.unstick, nil)
+	if err != nil || pin == "" {
 		return err
 	}
-	defer pl.Close()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	lastCheck := time.Now()
-	for {
-		if err := pl.Maintain(time.Now()); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case m := <-pl.Msgs:
-			switch ev, why := pl.Receive(m, time.Now()); ev {
-			case pinpull.Pinned:
-				a.pin, a.lease = pl.Pin, pl.Lease
-				a.log.Info("this gateway holds the intake")
-				return nil
-			case pinpull.Broken:
-				return errors.New(why)
-			}
-		case now := <-tick.C:
-			if pl.Quiet(now) {
-				return errors.New("no answer to pull requests")
-			}
-			if now.Sub(lastCheck) >= 2*time.Second {
-				lastCheck = now
-				a.unstick(ctx)
-			}
-		}
-	}
+	a.pin, a.lease = pin, lease
+	a.log.Info("this gateway holds the intake")
+	return nil
 }
 
+// unstick resets the intake to its ack floor when nobody holds the pin and commands are outstanding: a
+// gateway that went away may have left them at max_ack_pending, and then nobody would be pinned until
+// they time out.
 func (a *Async) unstick(ctx context.Context) {
 	c, err := a.js.Consumer(ctx, a.cfg.Layout.IntakeStream(), a.cfg.Layout.IntakeConsumer())
 	if err != nil {

@@ -5,7 +5,9 @@
 package pinpull
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -264,4 +266,46 @@ func (p *Puller) status(i int, status string, h nats.Header) (Event, string) {
 // Quiet reports whether the server has been silent for too long while pulls are outstanding.
 func (p *Puller) Quiet(now time.Time) bool {
 	return len(p.pulls) > 0 && now.Sub(p.lastMsg) > silence
+}
+
+// Standby waits until the server pins this client: it pulls without a pin and returns the pin and its
+// lease with the first delivery (which it drops: the session that follows starts at the ack floor).
+// Every checkEvery it calls check, e.g. to reset a consumer that a client which went away left at its
+// max_ack_pending (the server delivers, and so pins, nobody until those deliveries time out). Messages
+// on discard are drained meanwhile (nil: none). When ctx ends it returns an empty pin and no error.
+func Standby(ctx context.Context, nc *nats.Conn, stream, consumer, group string, checkEvery time.Duration,
+	check func(context.Context), discard <-chan *nats.Msg) (string, time.Time, error) {
+	pl, err := New(nc, stream, consumer, group, "", 1)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	defer pl.Close()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	lastCheck := time.Now()
+	for {
+		if err := pl.Maintain(time.Now()); err != nil {
+			return "", time.Time{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", time.Time{}, nil
+		case <-discard:
+		case m := <-pl.Msgs:
+			switch ev, why := pl.Receive(m, time.Now()); ev {
+			case Pinned:
+				return pl.Pin, pl.Lease, nil
+			case Broken:
+				return "", time.Time{}, errors.New(why)
+			}
+		case now := <-tick.C:
+			if pl.Quiet(now) {
+				return "", time.Time{}, errors.New("no answer to pull requests")
+			}
+			if now.Sub(lastCheck) >= checkEvery {
+				lastCheck = now
+				check(ctx)
+			}
+		}
+	}
 }

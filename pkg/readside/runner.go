@@ -230,42 +230,15 @@ func (s *shardRunner) answer(m *nats.Msg) bool {
 // within about PinnedTTL. (Should another replica be pinned in between, its session sees the reset and
 // starts over at the ack floor: nothing is skipped.)
 func (s *shardRunner) standby(ctx context.Context) error {
-	pl, err := pinpull.New(s.p.deps.Conn, s.p.cfg.Layout.EventStream(), s.name, layout.ProjectorGroup, "", 1)
-	if err != nil {
+	// Control requests are for the owner; a standby drops them.
+	pin, lease, err := pinpull.Standby(ctx, s.p.deps.Conn, s.p.cfg.Layout.EventStream(), s.name, layout.ProjectorGroup,
+		standbyCheck, s.unstick, s.ctl)
+	if err != nil || pin == "" {
 		return err
 	}
-	defer pl.Close()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	lastCheck := time.Now()
-	for {
-		if err := pl.Maintain(time.Now()); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case m := <-s.ctl:
-			_ = m // not the owner: the owner answers
-		case m := <-pl.Msgs:
-			switch ev, why := pl.Receive(m, time.Now()); ev {
-			case pinpull.Pinned:
-				s.pin, s.lease = pl.Pin, pl.Lease
-				s.log.Info("the server pinned the shard to this replica")
-				return nil
-			case pinpull.Broken:
-				return errors.New(why)
-			}
-		case now := <-tick.C:
-			if pl.Quiet(now) {
-				return errors.New("no answer to pull requests")
-			}
-			if now.Sub(lastCheck) >= standbyCheck {
-				lastCheck = now
-				s.unstick(ctx)
-			}
-		}
-	}
+	s.pin, s.lease = pin, lease
+	s.log.Info("the server pinned the shard to this replica")
+	return nil
 }
 
 // standbyCheck is how often a standby looks for a shard left stuck by a replica that went away.
