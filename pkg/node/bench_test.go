@@ -2,15 +2,24 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/internal/costest"
+	"github.com/cosnats/cosnats/pkg/intake"
+	"github.com/cosnats/cosnats/pkg/layout"
 	"github.com/cosnats/cosnats/pkg/node"
 	"github.com/cosnats/cosnats/pkg/telemetry"
 )
@@ -81,4 +90,64 @@ func BenchmarkGetState(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkIntakeAsync: b.N commands published to the asynchronous intake (async publishes, 10,000
+// entities), timed until the last outcome is heard. The cost per command of the durable way in.
+func BenchmarkIntakeAsync(b *testing.B) {
+	h := &costest.Counter{}
+	cfg := costest.Config(b, "", costest.ServeGRPC(b, h.Register))
+	cfg.NATS.Listen = "127.0.0.1:0"
+	n := costest.StartNode(b, cfg, node.Roles{})
+	nc, err := nats.Connect(n.NATSURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lay := layout.Default()
+	var heard atomic.Int64
+	done := make(chan struct{})
+	sub, err := nc.Subscribe(lay.OutcomeSubjects(), func(*nats.Msg) {
+		if heard.Add(1) == int64(b.N) {
+			close(done)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = sub.Unsubscribe() })
+	data, _ := proto.Marshal(wrapperspb.String("add:1"))
+	b.ResetTimer()
+	for i := range b.N {
+		m := nats.NewMsg(lay.IntakeSubject())
+		m.Header.Set(intake.HeaderEntityID, fmt.Sprintf("bench-%d", i%10000))
+		m.Header.Set(intake.HeaderCommandType, "google.protobuf.StringValue")
+		m.Header.Set("Nats-Msg-Id", fmt.Sprintf("b%d-%d", b.N, i))
+		m.Data = data
+		for {
+			_, err := js.PublishMsgAsync(m)
+			if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				<-js.PublishAsyncComplete() // a producer waits for acknowledgements when too many are out
+				continue
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			break
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("publishes not acknowledged")
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("%d of %d outcomes", heard.Load(), b.N)
+	}
 }
