@@ -1,7 +1,8 @@
 // Package ctl is cosctl, the operator's command line for a running chief-of-state system: it sends
 // commands and reads state as JSON (converting with the application's message types, found by
 // pkg/schema), follows events live, steers and inspects read sides, and reports the command intake.
-// Everything goes over gRPC to a gateway; no NATS access is needed.
+// Everything goes over gRPC to a gateway, except reading the intake's stored outcomes (intake outcome,
+// intake rejected), which only NATS holds.
 //
 // Main is the whole program; cmd/cosctl only wires it to the process. Exit codes are part of the
 // interface (scripts branch on them): see the Exit constants.
@@ -81,13 +82,13 @@ var commands = []*command{
 	processCommand, getCommand, watchCommand,
 	readSideStatusCommand, readSideOffsetsCommand,
 	readSideOpCommand(opPause), readSideOpCommand(opResume), readSideOpCommand(opRestart), readSideOpCommand(opSkip),
-	replayCommand, intakeStatusCommand,
+	replayCommand, intakeStatusCommand, intakeOutcomeCommand, intakeRejectedCommand,
 }
 
 // groups are the words that need a second one ("readside pause").
 var groups = map[string]string{
 	"readside": "inspect and steer read sides (ReadSideManagerService, ReadSideStatusService)",
-	"intake":   "the asynchronous command intake (IntakeService)",
+	"intake":   "the asynchronous command intake (IntakeService; its stored outcomes over NATS)",
 }
 
 func findCommand(name string) *command {

@@ -116,7 +116,7 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 	help := runCLI(context.Background(), nil, "--help").stdout
-	for _, want := range []string{"Exit codes", "5  outcome unknown", "no NATS access", "readside replay", "intake status", "--addr HOST:PORT"} {
+	for _, want := range []string{"Exit codes", "5  outcome unknown", "read the intake's stored outcomes from NATS", "readside replay", "intake status", "intake rejected", "--addr HOST:PORT"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("cosctl --help lacks %q", want)
 		}

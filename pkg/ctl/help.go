@@ -16,8 +16,8 @@ Usage:
   cosctl help COMMAND                    or: cosctl COMMAND --help
 `
 
-const toolNotes = `Everything goes over gRPC to the gateway (--addr): cosctl needs no NATS access, so it has no
---nats-url or --nats-creds.
+const toolNotes = `Everything goes over gRPC to the gateway (--addr), except 'intake outcome' and 'intake rejected',
+which read the intake's stored outcomes from NATS (--nats-url, --nats-creds, --nats-prefix).
 
 Exit codes (for scripts):
   0  success
@@ -36,6 +36,8 @@ Environment:
   COS_WRITE_SIDE_DESCRIPTORS                default --descriptors
   COS_WRITE_SIDE_HOST, COS_WRITE_SIDE_PORT  default --handler (when both are set)
   COS_WRITE_SIDE_USE_TLS                    default --handler-tls
+  COS_NATS_URL, COS_NATS_CREDS              default --nats-url (else nats://127.0.0.1:4222), --nats-creds
+  COS_NATS_PREFIX                           default --nats-prefix (else COS)
 
 Examples, against the quickstart (go run ./examples/bankaccount/cmd/bankdemo; its write handler
 serves gRPC reflection on 127.0.0.1:50051 when that port is free):

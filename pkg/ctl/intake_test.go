@@ -60,6 +60,35 @@ func TestIntakeStatus(t *testing.T) {
 		}
 	}
 
+	// A rejected command, read back over NATS: listed, and shown in full with the command itself.
+	m = nats.NewMsg(layout.Default().IntakeSubject())
+	m.Header.Set(intake.HeaderEntityID, "i-1")
+	m.Header.Set(intake.HeaderCommandType, "bankaccount.v1.Debit")
+	m.Header.Set(intake.HeaderContentType, intake.ContentJSON)
+	m.Header.Set(jetstream.MsgIDHeader, "debit-i-1")
+	m.Data = []byte(`{"amount":"500"}`)
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	natsURL := "--nats-url=" + s.node.NATSURL
+	costest.Eventually(t, 30*time.Second, "the rejected command listed", func() bool {
+		return strings.Contains(s.ok(t, "intake", "rejected", natsURL).stdout, "debit-i-1")
+	})
+	rows := s.ok(t, "intake", "rejected", natsURL).stdout
+	if !strings.Contains(rows, "FAILED_PRECONDITION") || !strings.Contains(rows, "insufficient funds") || strings.Contains(rows, "open-i-1") {
+		t.Fatalf("intake rejected:\n%s", rows)
+	}
+	out := decode(t, s.ok(t, "intake", "outcome", "debit-i-1", natsURL).stdout)
+	if path(out, "error", "code") != float64(9) || path(out, "command", "@type") != "type.googleapis.com/bankaccount.v1.Debit" || path(out, "entityId") != "i-1" {
+		t.Fatalf("intake outcome: %v", out)
+	}
+	if table := s.ok(t, "intake", "outcome", "open-i-1", natsURL, "--output", "table").stdout; !strings.Contains(table, "OK") || !strings.Contains(table, "revision") {
+		t.Fatalf("intake outcome table:\n%s", table)
+	}
+	s.want(t, 4, []string{"NOT_FOUND"}, "intake", "outcome", "nope", natsURL)
+	s.want(t, 3, []string{"UNAVAILABLE"}, "intake", "rejected", "--nats-url=nats://"+closedAddr(t))
+	s.want(t, 2, nil, "intake", "outcome", natsURL)
+
 	off := startSystemWith(t, func(c *config.Config) { c.Intake.Enabled = false })
 	if r := off.ok(t, "intake", "status"); strings.Join(strings.Fields(r.stdout), " ") != "enabled false" {
 		t.Fatalf("disabled intake: %s", r)

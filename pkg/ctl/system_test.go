@@ -50,6 +50,7 @@ func startSystemWith(t *testing.T, mutate func(*config.Config)) *system {
 	})
 	rec := costest.NewRecorder()
 	cfg := costest.Config(t, "", handlerPort)
+	cfg.NATS.Listen = "127.0.0.1:0" // intake outcome and intake rejected read NATS
 	cfg.ReadSideEnabled = true
 	cfg.ReadSides = []config.ReadSide{{ID: readSideID, Host: "127.0.0.1", Port: costest.ServeGRPC(t, rec.Register),
 		AutoStart: true, Enabled: true, Timeout: 5 * time.Second, MaxInFlight: config.DefaultReadSideMaxInFlight}}

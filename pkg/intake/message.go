@@ -261,6 +261,9 @@ func Encode(o *natspb.CommandOutcome, accept string, types JSONTypes) (Encoded, 
 	if o.GetCommandId() != "" {
 		h.Set(HeaderCommandID, o.GetCommandId())
 	}
+	if o.GetEntityId() != "" {
+		h.Set(HeaderEntityID, oneLine(o.GetEntityId()))
+	}
 	if o.GetReplayed() {
 		h.Set(HeaderReplayed, "true")
 	}
