@@ -120,6 +120,11 @@ type Config struct {
 
 	Intake Intake // COS_INTAKE_*: the NATS producer API
 
+	// AdminAddress (COS_ADMIN_ADDRESS, host:port, default empty) moves the operator's services
+	// (ReadSideManagerService, ReadSideStatusService, IntakeService, gRPC reflection) from the main
+	// port to a listener of their own, e.g. 127.0.0.1:9001; empty keeps them on the main port, as COS.
+	AdminAddress string
+
 	Subscription Subscription // COS_SUBSCRIPTION_*: live subscriptions
 }
 

@@ -101,6 +101,7 @@ func TestFromEnvAllVariables(t *testing.T) {
 		"COS_SHUTDOWN_TIMEOUT=40",
 		"COS_WORKER_MAX_PENDING_BYTES=2097152",
 		"COS_WORKER_MAX_ENTITY_QUEUE=10",
+		"COS_ADMIN_ADDRESS=127.0.0.1:9001",
 		"COS_WRITE_SIDE_DESCRIPTORS=/etc/cos/handler.pb",
 		"COS_WRITE_SIDE_REFLECTION=false",
 		"COS_INTAKE_ENABLED=false",
@@ -162,6 +163,7 @@ func TestFromEnvAllVariables(t *testing.T) {
 		MaxPendingBytes:   2 << 20,
 		MaxEntityQueue:    10,
 		Subscription:      Subscription{Enabled: true, Buffer: 128, StallTimeout: time.Second},
+		AdminAddress:      "127.0.0.1:9001",
 		Intake: Intake{Enabled: false, MaxMessages: 0, MaxBytes: 4096, MaxAge: time.Hour, Duplicates: 30 * time.Second,
 			OutcomeMaxAge: 2 * time.Hour, MaxInFlight: 7},
 	}

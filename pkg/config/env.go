@@ -114,6 +114,8 @@ func FromEnv(environ []string) (Config, []string, error) {
 	p.int("COS_WORKER_MAX_ENTITY_QUEUE", &c.MaxEntityQueue)
 	c.Subscription.parse(p)
 
+	p.str("COS_ADMIN_ADDRESS", &c.AdminAddress)
+
 	in := &c.Intake
 	p.bool("COS_INTAKE_ENABLED", &in.Enabled)
 	p.int64("COS_INTAKE_MAX_MESSAGES", &in.MaxMessages)

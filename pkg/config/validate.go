@@ -111,6 +111,9 @@ func (c Config) Validate() error {
 	c.Subscription.check(&k)
 	c.WriteSide.check(&k, false)
 	c.Intake.check(&k)
+	if c.AdminAddress != "" {
+		checkHostPort(&k, "COS_ADMIN_ADDRESS", c.AdminAddress)
+	}
 	checkReadSides(&k, c.ReadSides)
 	return errors.Join(k.errs...)
 }

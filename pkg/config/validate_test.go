@@ -118,6 +118,8 @@ func TestConfigValidate(t *testing.T) {
 		{"pending bytes", func(c *Config) { c.MaxPendingBytes = 1000 }, "COS_WORKER_MAX_PENDING_BYTES:"},
 		{"entity queue", func(c *Config) { c.MaxEntityQueue = 0 }, "COS_WORKER_MAX_ENTITY_QUEUE:"},
 		{"cache bytes", func(c *Config) { c.StateCacheBytes = -1 }, "COS_STATE_CACHE_BYTES:"},
+		{"admin address", func(c *Config) { c.AdminAddress = "9001" }, "COS_ADMIN_ADDRESS:"},
+		{"admin listener", func(c *Config) { c.AdminAddress = "127.0.0.1:9001" }, ""},
 		{"intake unlimited", func(c *Config) { c.Intake.MaxMessages, c.Intake.MaxBytes = 0, 0 }, ""},
 		{"intake messages", func(c *Config) { c.Intake.MaxMessages = -1 }, "COS_INTAKE_MAX_MESSAGES:"},
 		{"intake bytes", func(c *Config) { c.Intake.MaxBytes = -1 }, "COS_INTAKE_MAX_BYTES:"},

@@ -23,6 +23,7 @@ const defaultAddr = "localhost:9000"
 // globals are the flags every command accepts: how to reach the gateway and how to print.
 type globals struct {
 	addr       string
+	adminAddr  string // "" = addr
 	timeout    time.Duration
 	output     string
 	tls        bool
@@ -36,6 +37,7 @@ func (g *globals) defaults(getenv func(string) string) {
 	if v := getenv("COS_GATEWAY_ADDR"); v != "" {
 		g.addr = v
 	}
+	g.adminAddr = getenv("COS_ADMIN_ADDR")
 	g.timeout = 10 * time.Second
 }
 
@@ -43,6 +45,8 @@ func (g *globals) defaults(getenv func(string) string) {
 // command survive the command's own parse.
 func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.addr, "addr", g.addr, "gateway gRPC `HOST:PORT` (env COS_GATEWAY_ADDR)")
+	fs.StringVar(&g.adminAddr, "admin-addr", g.adminAddr,
+		"the gateway's admin listener `HOST:PORT` for readside and intake status commands, when it has one (COS_ADMIN_ADDRESS); default --addr (env COS_ADMIN_ADDR)")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "deadline of each call to the gateway, a `DURATION` like 10s or 1m")
 	fs.StringVar(&g.output, "output", g.output, "`FORMAT`: json or table (default: json for states and events, table for status)")
 	fs.BoolVar(&g.tls, "tls", g.tls, "use TLS to the gateway (system roots unless --ca); plaintext by default")
@@ -80,14 +84,25 @@ func (c *call) format() string {
 
 // dial makes the gateway's client connection (lazily connecting: the first call finds out whether
 // the gateway is there).
-func (c *call) dial() (*grpc.ClientConn, error) {
+func (c *call) dial() (*grpc.ClientConn, error) { return c.dialTo("--addr", c.g.addr) }
+
+// dialAdmin connects to the gateway's operator services: its admin listener when --admin-addr is
+// given, else the main port.
+func (c *call) dialAdmin() (*grpc.ClientConn, error) {
+	if c.g.adminAddr != "" {
+		return c.dialTo("--admin-addr", c.g.adminAddr)
+	}
+	return c.dial()
+}
+
+func (c *call) dialTo(flagName, addr string) (*grpc.ClientConn, error) {
 	creds, err := c.g.credentials()
 	if err != nil {
 		return nil, usagef(c.cmd, "%v", err)
 	}
-	conn, err := grpc.NewClient(c.g.addr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
-		return nil, usagef(c.cmd, "--addr %q: %v", c.g.addr, err)
+		return nil, usagef(c.cmd, "%s %q: %v", flagName, addr, err)
 	}
 	return conn, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/internal/costest"
+	"github.com/cosnats/cosnats/pkg/config"
 	"github.com/cosnats/cosnats/pkg/ctl"
 )
 
@@ -382,4 +383,21 @@ func TestReadSideReplay(t *testing.T) {
 		t.Fatalf("a refused replay restarted the read side: %d deliveries, %d before", got, before)
 	}
 	s.want(t, ctl.ExitNotFound, nil, "readside", "replay", "--id", "nope")
+}
+
+// With an admin listener, the operator's commands go there (--admin-addr); the main port refuses them.
+func TestAdminListener(t *testing.T) {
+	t.Parallel()
+	s := startSystemWith(t, func(c *config.Config) { c.AdminAddress = "127.0.0.1:0" })
+	s.ok(t, "readside", "status")
+	s.ok(t, "intake", "status")
+	s.ok(t, "readside", "pause", "--id", readSideID)
+	s.ok(t, "readside", "resume", "--id", readSideID)
+	r := runCLI(context.Background(), nil, "readside", "status", "--addr", s.addr)
+	checkResult(t, r, 1, []string{"UNIMPLEMENTED"}, []string{"readside", "status"})
+	env := map[string]string{"COS_GATEWAY_ADDR": s.addr, "COS_ADMIN_ADDR": s.node.AdminAddr}
+	if r := runCLI(context.Background(), env, "readside", "status"); r.code != 0 {
+		t.Fatalf("COS_ADMIN_ADDR: %s", r)
+	}
+	s.open(t, "adm-1", 10) // commands still go to --addr
 }

@@ -33,6 +33,7 @@ Errors are one line on stderr: "cosctl: CODE: message" (with the status details 
 
 Environment:
   COS_GATEWAY_ADDR                          default --addr (else localhost:9000)
+  COS_ADMIN_ADDR                            default --admin-addr (else --addr)
   COS_WRITE_SIDE_DESCRIPTORS                default --descriptors
   COS_WRITE_SIDE_HOST, COS_WRITE_SIDE_PORT  default --handler (when both are set)
   COS_WRITE_SIDE_USE_TLS                    default --handler-tls

@@ -33,7 +33,7 @@ cosctl intake status --output json`,
 }
 
 func (c *call) intakeStatus(ctx context.Context) error {
-	conn, err := c.dial()
+	conn, err := c.dialAdmin()
 	if err != nil {
 		return err
 	}

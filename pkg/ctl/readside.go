@@ -71,7 +71,7 @@ cosctl readside status --id bank-balances --output json`,
 }
 
 func (c *call) readSideStatus(ctx context.Context, id string) (*natspb.GetReadSideStatusResponse, error) {
-	conn, err := c.dial()
+	conn, err := c.dialAdmin()
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +150,7 @@ cosctl readside offsets --id bank-balances --shard 3 --output json`,
 }
 
 func (c *call) offsets(ctx context.Context, f *readSideFlags) error {
-	conn, err := c.dial()
+	conn, err := c.dialAdmin()
 	if err != nil {
 		return err
 	}
@@ -315,7 +315,7 @@ func (c *call) readSideOp(ctx context.Context, op readSideOp, f *readSideFlags) 
 
 // manage calls the operation's all-shards or by-shard RPC.
 func (c *call) manage(ctx context.Context, op readSideOp, f *readSideFlags) (bool, error) {
-	conn, err := c.dial()
+	conn, err := c.dialAdmin()
 	if err != nil {
 		return false, err
 	}

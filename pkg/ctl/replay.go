@@ -88,7 +88,7 @@ func (c *call) replay(ctx context.Context, f *readSideFlags, noWait bool, interv
 		fmt.Fprintf(c.stdout, "restarted read side %s on %s (not waiting)\n", f.id, where)
 		return nil
 	}
-	conn, err := c.dial()
+	conn, err := c.dialAdmin()
 	if err != nil {
 		return err
 	}

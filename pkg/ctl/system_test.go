@@ -77,9 +77,14 @@ func (r result) String() string {
 	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 }
 
-// cli runs cosctl against the system's gateway with no environment.
+// cli runs cosctl against the system's gateway (and its admin listener, when it has one) with no
+// environment.
 func (s *system) cli(ctx context.Context, args ...string) result {
-	return runCLI(ctx, nil, append(args, "--addr", s.addr)...)
+	args = append(args, "--addr", s.addr)
+	if s.node.AdminAddr != "" {
+		args = append(args, "--admin-addr", s.node.AdminAddr)
+	}
+	return runCLI(ctx, nil, args...)
 }
 
 // runWithWriters runs cosctl with no environment, writing where the test reads while it runs.

@@ -79,6 +79,7 @@ type Options struct {
 // Info describes a running node.
 type Info struct {
 	GRPCAddr  string // gateway address, "" without the gateway role
+	AdminAddr string // admin listener's address, "" unless COS_ADMIN_ADDRESS is set
 	ProbeAddr string // address of /healthz and /readyz, "" when COS_METRICS_ADDRESS is empty
 	NATSURL   string // embedded server's TCP URL when it listens
 	Worker    *worker.Worker
@@ -576,6 +577,8 @@ func (n *node) dialWriteSide() (*grpc.ClientConn, error) {
 // UNAVAILABLE) and binds the services once set-up is done.
 type gatewayServer struct {
 	srv     *grpc.Server
+	admin   *grpc.Server // the admin listener's server; nil when the admin services share srv
+	adminCh chan error
 	svc     *gateway.Service
 	mgr     *readside.Manager
 	intake  *intake.Status
@@ -622,12 +625,29 @@ func (n *node) startGateway() (*gatewayServer, error) {
 		served: make(chan error, 1),
 	}
 	cospb.RegisterChiefOfStateServiceServer(srv, gs.svc)
-	cospb.RegisterReadSideManagerServiceServer(srv, gs.mgr)
-	natspb.RegisterReadSideStatusServiceServer(srv, gs.mgr)
-	gs.intake = intake.NewStatus(n.lay, cfg.Intake.Enabled)
-	natspb.RegisterIntakeServiceServer(srv, gs.intake)
 	healthpb.RegisterHealthServer(srv, gs.health)
-	reflection.Register(srv)
+	// The operator's services: on the main port as in COS, or only on the admin listener.
+	adminSrv := srv
+	if cfg.AdminAddress != "" {
+		alis, err := net.Listen("tcp", cfg.AdminAddress)
+		if err != nil {
+			_ = lis.Close()
+			return nil, fmt.Errorf("listen on %s (COS_ADMIN_ADDRESS): %w", cfg.AdminAddress, err)
+		}
+		n.info.AdminAddr = alis.Addr().String()
+		adminSrv = grpc.NewServer(sopts...)
+		healthpb.RegisterHealthServer(adminSrv, gs.health)
+		gs.admin, gs.adminCh = adminSrv, make(chan error, 1)
+		go func() {
+			n.log.Info("admin services serving", "addr", n.info.AdminAddr)
+			gs.adminCh <- adminSrv.Serve(alis)
+		}()
+	}
+	cospb.RegisterReadSideManagerServiceServer(adminSrv, gs.mgr)
+	natspb.RegisterReadSideStatusServiceServer(adminSrv, gs.mgr)
+	gs.intake = intake.NewStatus(n.lay, cfg.Intake.Enabled)
+	natspb.RegisterIntakeServiceServer(adminSrv, gs.intake)
+	reflection.Register(adminSrv)
 	n.health.OnChange(func(ready bool) {
 		s := healthpb.HealthCheckResponse_NOT_SERVING
 		if ready {
@@ -678,6 +698,10 @@ func (gs *gatewayServer) stop(timeout time.Duration) {
 	}
 	gs.srv.Stop()
 	<-gs.served
+	if gs.admin != nil {
+		gs.admin.Stop() // operators' calls are not waited for
+		<-gs.adminCh
+	}
 }
 
 func timing(p *readside.Policy) readside.Policy {
