@@ -62,3 +62,13 @@ compose-test:
 # deploy/helm/cosnats, schema and layout-guard cases, and the rendered Deployments run as processes.
 chart-test:
 	cd deploy/charttest && go vet ./... && go test -count=1 ./...
+
+.PHONY: fuzz vulncheck
+# Every fuzz target for FUZZTIME each (default 10s).
+fuzz:
+	./scripts/fuzz.sh
+
+# govulncheck against the vulnerability database built from the golang.org/x/vulndb module (no network
+# beyond the Go module proxy).
+vulncheck:
+	./scripts/vulncheck.sh
