@@ -66,6 +66,7 @@ type Config struct {
 	Port        int       // COS_PORT [9000], 1..65535: gRPC listen port
 	ServiceName string    // COS_SERVICE_NAME [chiefofstate]
 	WriteSide   WriteSide // COS_WRITE_SIDE_*: the user's write-side handler
+	TLS         ServerTLS // COS_TLS_*: TLS (and mTLS) of the gRPC server; plaintext when unset
 
 	CommandTimeout     time.Duration // COS_COMMAND_HANDLER_TIMEOUT, whole seconds [5]; > 0
 	HandlerCallTimeout time.Duration // COS_GRPC_CALLS_TIMEOUT, milliseconds [60000]; > 0
@@ -157,7 +158,11 @@ type Intake struct {
 type WriteSide struct {
 	Host   string // COS_WRITE_SIDE_HOST (required for the worker role)
 	Port   int    // COS_WRITE_SIDE_PORT (required for the worker role), 1..65535
-	UseTLS bool   // COS_WRITE_SIDE_USE_TLS [false]
+	UseTLS bool   // COS_WRITE_SIDE_USE_TLS [false]: TLS with the system roots
+	// TLS (COS_WRITE_SIDE_TLS_CA_FILE, COS_WRITE_SIDE_TLS_CERT_FILE + COS_WRITE_SIDE_TLS_KEY_FILE,
+	// COS_WRITE_SIDE_TLS_SERVER_NAME): a custom CA, a client certificate (mTLS) and a server name
+	// override; any of them turns TLS on.
+	TLS ClientTLS
 
 	// ProtoValidation (COS_WRITE_SIDE_PROTO_VALIDATION [false]) restricts the events and states
 	// returned by the handler to EventProtos and StateProtos, which must then both be non-empty.
@@ -185,12 +190,33 @@ type WriteSide struct {
 type NATS struct {
 	URL       string // COS_NATS_URL; empty = embedded NATS server (single-process mode)
 	CredsFile string // COS_NATS_CREDS: optional path to a NATS credentials file (external server)
-	DataDir   string // COS_DATA_DIR [./data]: embedded server storage
+	// External server only, at most one authentication method among CredsFile, NkeyFile,
+	// User+Password and Token:
+	NkeyFile string // COS_NATS_NKEY_FILE: a file holding an nkey seed (SU...)
+	User     string // COS_NATS_USER, with Password
+	Password Secret // COS_NATS_PASSWORD, or the content of the file COS_NATS_PASSWORD_FILE
+	Token    Secret // COS_NATS_TOKEN, or the content of the file COS_NATS_TOKEN_FILE
+	// TLSCAFile (COS_NATS_TLS_CA_FILE) is the PEM CA the server's certificate must chain to; with
+	// TLSCertFile (COS_NATS_TLS_CERT_FILE) and TLSKeyFile (COS_NATS_TLS_KEY_FILE) a client
+	// certificate. Any of them requires TLS (external server only).
+	TLSCAFile   string
+	TLSCertFile string
+	TLSKeyFile  string
+	DataDir     string // COS_DATA_DIR [./data]: embedded server storage
 	// Listen (COS_NATS_LISTEN) is an optional host:port on which the embedded server also
 	// accepts TCP clients; empty = in-process connections only.
-	Listen     string
-	Replicas   int        // COS_NATS_REPLICAS [1], 1..5: replicas of the streams/buckets created
-	Durability Durability // COS_NATS_SYNC [interval]: "interval" or "always" (embedded server only)
+	Listen string
+	// ListenUser (COS_NATS_LISTEN_USER) and ListenPassword (COS_NATS_LISTEN_PASSWORD or the file
+	// COS_NATS_LISTEN_PASSWORD_FILE) are the credentials TCP clients of Listen must present; required
+	// when Listen is not a loopback address. This process's own in-process connections need none.
+	ListenUser     string
+	ListenPassword Secret
+	// ListenTLSCertFile (COS_NATS_LISTEN_TLS_CERT_FILE) and ListenTLSKeyFile
+	// (COS_NATS_LISTEN_TLS_KEY_FILE): when set, Listen requires TLS with this certificate.
+	ListenTLSCertFile string
+	ListenTLSKeyFile  string
+	Replicas          int        // COS_NATS_REPLICAS [1], 1..5: replicas of the streams/buckets created
+	Durability        Durability // COS_NATS_SYNC [interval]: "interval" or "always" (embedded server only)
 	// StreamPrefix (COS_NATS_PREFIX [COS]) prefixes the stream and bucket names; it must match
 	// ^[A-Za-z0-9_-]{1,32}$.
 	StreamPrefix string

@@ -65,6 +65,11 @@ var readSideSettings = map[string]string{
 	"FAILURE_POLICY": "failurePolicy",
 	"TIMEOUT":        "timeout",
 	"MAX_IN_FLIGHT":  "maxInFlight",
+	// TLS beyond USE_TLS (ReadSide.TLS).
+	"TLS_CA_FILE":     "tlsCaFile",
+	"TLS_CERT_FILE":   "tlsCertFile",
+	"TLS_KEY_FILE":    "tlsKeyFile",
+	"TLS_SERVER_NAME": "tlsServerName",
 }
 
 // envSettingOf is the inverse of readSideSettings.
@@ -77,8 +82,8 @@ var envSettingOf = func() map[string]string {
 }()
 
 const (
-	settingsHelp = "use HOST, PORT, USE_TLS, AUTO_START, ENABLED, FAILURE_POLICY, TIMEOUT or MAX_IN_FLIGHT"
-	keysHelp     = "known keys: readSideId, host, port, useTls, autoStart, enabled, failurePolicy, timeout, maxInFlight"
+	settingsHelp = "use HOST, PORT, USE_TLS, AUTO_START, ENABLED, FAILURE_POLICY, TIMEOUT, MAX_IN_FLIGHT, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE or TLS_SERVER_NAME"
+	keysHelp     = "known keys: readSideId, host, port, useTls, autoStart, enabled, failurePolicy, timeout, maxInFlight, tlsCaFile, tlsCertFile, tlsKeyFile, tlsServerName"
 	policyHelp   = "use STOP, SKIP, REPLAY_SKIP, REPLAY_STOP, REPLAY-SKIP, REPLAY-STOP, or RETRY (the default: retry with backoff)"
 )
 
@@ -91,7 +96,11 @@ type ReadSide struct {
 	ID     string
 	Host   string // HOST (host), required
 	Port   int    // PORT (port), required, 1..65535
-	UseTLS bool   // USE_TLS (useTls) [false]
+	UseTLS bool   // USE_TLS (useTls) [false]: TLS with the system roots
+	// TLS: TLS_CA_FILE (tlsCaFile) a PEM CA to trust instead of the system roots, TLS_CERT_FILE
+	// (tlsCertFile) and TLS_KEY_FILE (tlsKeyFile) a client certificate (mTLS), TLS_SERVER_NAME
+	// (tlsServerName) the name to verify; any of them turns TLS on.
+	TLS ClientTLS
 	// AutoStart (AUTO_START, autoStart) [true]: false means the read side starts paused.
 	AutoStart bool
 	// Enabled (ENABLED, enabled) [true]: false means the read side is not started at all.
@@ -197,6 +206,12 @@ func (r ReadSide) check(k *checker, name func(key string) string, port portState
 		k.fail("%s: %q is not a failure policy (%s)", name("failurePolicy"), r.FailurePolicy, policyHelp)
 	}
 	k.between(name("maxInFlight"), r.MaxInFlight, 1, MaxReadSideMaxInFlight)
+	r.TLS.check(k, func(field string) string { return name(tlsKeyOf[field]) })
+}
+
+// tlsKeyOf maps the fields named by ClientTLS.check to the file-form keys.
+var tlsKeyOf = map[string]string{
+	"CA_FILE": "tlsCaFile", "CERT_FILE": "tlsCertFile", "KEY_FILE": "tlsKeyFile", "SERVER_NAME": "tlsServerName",
 }
 
 func (f FailurePolicy) valid() bool {
@@ -282,6 +297,10 @@ func (p *parser) readSideEnv() []ReadSide {
 			}
 		}
 		p.bool(name("useTls"), &r.UseTLS)
+		p.str(name("tlsCaFile"), &r.TLS.CAFile)
+		p.str(name("tlsCertFile"), &r.TLS.CertFile)
+		p.str(name("tlsKeyFile"), &r.TLS.KeyFile)
+		p.str(name("tlsServerName"), &r.TLS.ServerName)
 		p.bool(name("autoStart"), &r.AutoStart)
 		p.bool(name("enabled"), &r.Enabled)
 		if v, ok := p.lookup(name("failurePolicy")); ok {
@@ -396,12 +415,17 @@ type readSideDoc struct {
 	FailurePolicy yaml.Node `yaml:"failurePolicy"`
 	Timeout       yaml.Node `yaml:"timeout"`
 	MaxInFlight   yaml.Node `yaml:"maxInFlight"`
+	TLSCAFile     yaml.Node `yaml:"tlsCaFile"`
+	TLSCertFile   yaml.Node `yaml:"tlsCertFile"`
+	TLSKeyFile    yaml.Node `yaml:"tlsKeyFile"`
+	TLSServerName yaml.Node `yaml:"tlsServerName"`
 }
 
 // empty reports whether no key was given (an empty document, null or {}).
 func (d *readSideDoc) empty() bool {
 	for _, n := range []*yaml.Node{
 		&d.ReadSideID, &d.Host, &d.Port, &d.UseTLS, &d.AutoStart, &d.Enabled, &d.FailurePolicy, &d.Timeout, &d.MaxInFlight,
+		&d.TLSCAFile, &d.TLSCertFile, &d.TLSKeyFile, &d.TLSServerName,
 	} {
 		if n.Kind != 0 {
 			return false
@@ -461,6 +485,10 @@ func (p *parser) readSideDocument(where string, doc *readSideDoc) (ReadSide, boo
 		}
 	}
 	decodeKey(&k, name("maxInFlight"), &doc.MaxInFlight, &r.MaxInFlight)
+	decodeKey(&k, name("tlsCaFile"), &doc.TLSCAFile, &r.TLS.CAFile)
+	decodeKey(&k, name("tlsCertFile"), &doc.TLSCertFile, &r.TLS.CertFile)
+	decodeKey(&k, name("tlsKeyFile"), &doc.TLSKeyFile, &r.TLS.KeyFile)
+	decodeKey(&k, name("tlsServerName"), &doc.TLSServerName, &r.TLS.ServerName)
 	r.check(&k, name, port)
 	return r, true
 }

@@ -157,7 +157,7 @@ func TestReadSidesEnvErrors(t *testing.T) {
 		{"empty setting", []string{"COS_READ_SIDE_CONFIG____a=h"},
 			[]string{`COS_READ_SIDE_CONFIG____a: unknown setting ""`}},
 		{"unknown setting", []string{"COS_READ_SIDE_CONFIG__ADDRESS__a=h"},
-			[]string{`COS_READ_SIDE_CONFIG__ADDRESS__a: unknown setting "ADDRESS" (use HOST, PORT, USE_TLS, AUTO_START, ENABLED, FAILURE_POLICY, TIMEOUT or MAX_IN_FLIGHT)`}},
+			[]string{`COS_READ_SIDE_CONFIG__ADDRESS__a: unknown setting "ADDRESS" (use HOST, PORT, USE_TLS, AUTO_START, ENABLED, FAILURE_POLICY, TIMEOUT, MAX_IN_FLIGHT, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE or TLS_SERVER_NAME)`}},
 		{"lowercase setting", []string{"COS_READ_SIDE_CONFIG__host__a=h"},
 			[]string{`COS_READ_SIDE_CONFIG__host__a: unknown setting "host"`}},
 		{"missing host", []string{"COS_READ_SIDE_CONFIG__PORT__b=1"},
@@ -348,7 +348,7 @@ func TestReadSidesFileErrors(t *testing.T) {
 		wants []string          // "FILE" is replaced by the path of the first file (sorted)
 	}{
 		{"unknown key", map[string]string{"rs.yaml": "readSideId: a\nhost: h\nport: 1\nretries: 3\n"},
-			[]string{`COS_READ_SIDE_CONFIG: FILE: document 1: line 4: unknown key "retries" (known keys: readSideId, host, port, useTls, autoStart, enabled, failurePolicy, timeout, maxInFlight)`}},
+			[]string{`COS_READ_SIDE_CONFIG: FILE: document 1: line 4: unknown key "retries" (known keys: readSideId, host, port, useTls, autoStart, enabled, failurePolicy, timeout, maxInFlight, tlsCaFile, tlsCertFile, tlsKeyFile, tlsServerName)`}},
 		{"wrong case key", map[string]string{"rs.yaml": "readSideId: a\nhost: h\nport: 1\nuseTLS: true\n"},
 			[]string{`FILE: document 1: line 4: unknown key "useTLS"`}},
 		{"unknown key and missing port", map[string]string{"rs.yaml": "readSideId: a\nhost: h\nprt: 1\n"},

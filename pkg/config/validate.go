@@ -95,6 +95,7 @@ func (c Config) Validate() error {
 		k.fail("LOG_STYLE: must be JSON, STANDARD or SIMPLE, got %q", c.LogStyle)
 	}
 	c.NATS.check(&k)
+	c.TLS.check(&k)
 	k.between("COS_CONFLICT_RETRIES", c.ConflictRetries, 1, 1000)
 	k.between("COS_MAX_COMMAND_BYTES", c.MaxCommandBytes, 1, 8388608)
 	k.between("COS_IDEMPOTENCY_WINDOW", c.IdempotencyWindow, 0, 256)
@@ -151,9 +152,7 @@ func (n NATS) check(k *checker) {
 		if n.Replicas > 1 {
 			k.fail("COS_NATS_REPLICAS: must be 1 with the embedded single-node NATS server (COS_NATS_URL unset), got %d", n.Replicas)
 		}
-		if n.CredsFile != "" {
-			k.fail("COS_NATS_CREDS: only applies to an external NATS server; set COS_NATS_URL or unset COS_NATS_CREDS")
-		}
+		n.checkSecurity(k)
 		if n.Listen != "" {
 			checkHostPort(k, "COS_NATS_LISTEN", n.Listen)
 		}
@@ -162,6 +161,7 @@ func (n NATS) check(k *checker) {
 	if n.Listen != "" {
 		k.fail("COS_NATS_LISTEN: only applies to the embedded NATS server; unset COS_NATS_URL or COS_NATS_LISTEN")
 	}
+	n.checkSecurity(k)
 	if n.Durability == DurabilityAlways {
 		k.fail("COS_NATS_SYNC: %q only applies to the embedded NATS server; configure sync_interval on the server at COS_NATS_URL instead", n.Durability)
 	}
@@ -213,6 +213,7 @@ func (w WriteSide) check(k *checker, required bool) {
 			k.fail("COS_WRITE_SIDE_STATE_PROTOS: required when COS_WRITE_SIDE_PROTO_VALIDATION is true")
 		}
 	}
+	w.TLS.check(k, func(field string) string { return "COS_WRITE_SIDE_TLS_" + field })
 	for _, h := range w.PropagatedHeaders {
 		if !validMetadataKey(h) {
 			k.fail("COS_WRITE_SIDE_PROPAGATED_HEADERS: %s", badKeyMessage(h))

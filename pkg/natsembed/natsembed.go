@@ -4,6 +4,9 @@
 package natsembed
 
 import (
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -21,11 +24,20 @@ type Config struct {
 	Listen string
 	// SyncAlways fsyncs every write before acknowledging it (sync_interval: always).
 	SyncAlways bool
+	// User and Password, when set, are required of TCP clients. Connect's in-process connections
+	// use an internal user with a random password instead, so they need neither.
+	User, Password string
+	// TLS, when set, makes the listener require TLS with this configuration.
+	TLS *tls.Config
 }
+
+// internalUser is the user of the in-process connections when the listener requires a password.
+const internalUser = "cos-internal"
 
 // Server is a running embedded server.
 type Server struct {
-	srv *server.Server
+	srv      *server.Server
+	internal []nats.Option // credentials of the in-process connections
 }
 
 // Start starts the server and waits until it accepts connections.
@@ -56,6 +68,22 @@ func Start(cfg Config) (*Server, error) {
 		}
 		opts.Host, opts.Port = host, p
 	}
+	var internal []nats.Option
+	if cfg.User != "" || cfg.Password != "" {
+		if cfg.User == "" || cfg.Password == "" || cfg.User == internalUser {
+			return nil, fmt.Errorf("embedded NATS: the listener needs both a user (not %q) and a password", internalUser)
+		}
+		secret := make([]byte, 24)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, fmt.Errorf("embedded NATS: %w", err)
+		}
+		pw := hex.EncodeToString(secret)
+		opts.Users = []*server.User{{Username: cfg.User, Password: cfg.Password}, {Username: internalUser, Password: pw}}
+		internal = []nats.Option{nats.UserInfo(internalUser, pw)}
+	}
+	if cfg.TLS != nil {
+		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, cfg.TLS, 2
+	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
@@ -65,12 +93,12 @@ func Start(cfg Config) (*Server, error) {
 		srv.Shutdown()
 		return nil, errors.New("embedded NATS did not become ready within 30s")
 	}
-	return &Server{srv: srv}, nil
+	return &Server{srv: srv, internal: internal}, nil
 }
 
 // Connect opens an in-process client connection; opts add to the defaults.
 func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
-	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(s.srv), nats.Name(name), nats.MaxReconnects(-1)}, opts...)...)
+	nc, err := nats.Connect("", append(append([]nats.Option{nats.InProcessServer(s.srv), nats.Name(name), nats.MaxReconnects(-1)}, s.internal...), opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to embedded NATS: %w", err)
 	}

@@ -24,8 +24,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	grpchealth "google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -142,6 +140,9 @@ func Run(ctx context.Context, cfg config.Config, opts Options) error {
 	log := slog.New(telemetry.LogHandler(opts.Logger.Handler()))
 	n := &node{cfg: cfg, opts: opts, log: log, lay: lay, health: st, metrics: metrics, tracing: tracing,
 		tracer: telemetry.Tracer(tracing)}
+	if err := n.loadSecurity(); err != nil {
+		return err
+	}
 	return n.run(ctx)
 }
 
@@ -169,6 +170,7 @@ type node struct {
 	tracing telemetry.Tracing
 	tracer  trace.Tracer
 	info    Info
+	sec     security // TLS material and NATS credentials (security.go)
 }
 
 // resources are what set-up binds.
@@ -400,6 +402,9 @@ func (n *node) connect() (*nats.Conn, func(), error) {
 		StoreDir:   cfg.NATS.DataDir,
 		Listen:     cfg.NATS.Listen,
 		SyncAlways: cfg.NATS.Durability == config.DurabilityAlways,
+		User:       cfg.NATS.ListenUser,
+		Password:   string(cfg.NATS.ListenPassword),
+		TLS:        n.sec.natsListen,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -443,6 +448,7 @@ func (n *node) close(nc *nats.Conn) {
 // caller was answered), notice a dead connection within seconds, and report the state in cond.
 func (n *node) natsOptions(name string, cond *health.Condition) []nats.Option {
 	log := n.log.With("connection", name)
+	var refused lastError
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -470,6 +476,14 @@ func (n *node) natsOptions(name string, cond *health.Condition) []nats.Option {
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Debug("reconnect attempt failed", "err", err)
+			if isSecurityError(err) {
+				// Credentials or TLS: worth saying (once per distinct error), as waiting will not fix it
+				// unless someone does.
+				if refused.changed(err) {
+					log.Warn("NATS refused the connection; retrying", "err", err)
+				}
+				cond.Fail("connecting to NATS: " + err.Error())
+			}
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { cond.Fail("NATS connection closed") }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
@@ -480,10 +494,7 @@ func (n *node) natsOptions(name string, cond *health.Condition) []nats.Option {
 			log.Warn("NATS error", "subject", subject, "err", err)
 		}),
 	}
-	if n.cfg.NATS.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(n.cfg.NATS.CredsFile))
-	}
-	return opts
+	return append(opts, n.natsSecurityOptions()...)
 }
 
 func (n *node) startProjector(ctx context.Context, g *errgroup.Group, js jetstream.JetStream, status *readside.StatusStore) (*readside.Projector, error) {
@@ -560,12 +571,8 @@ func (n *node) newWorker(nc *nats.Conn, res resources) (*worker.Worker, func(), 
 // dialWriteSide makes a client connection to the write handler (it connects on first use).
 func (n *node) dialWriteSide() (*grpc.ClientConn, error) {
 	ws := n.cfg.WriteSide
-	creds := insecure.NewCredentials()
-	if ws.UseTLS {
-		creds = credentials.NewClientTLSFromCert(nil, "")
-	}
 	target := net.JoinHostPort(ws.Host, strconv.Itoa(ws.Port))
-	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, telemetry.ClientOptions(n.metrics, n.tracing)...)
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(n.sec.writeSide)}, telemetry.ClientOptions(n.metrics, n.tracing)...)
 	conn, err := grpc.NewClient(target, dial...)
 	if err != nil {
 		return nil, fmt.Errorf("write handler at %s: %w", target, err)
@@ -606,6 +613,7 @@ func (n *node) startGateway() (*gatewayServer, error) {
 	if h := telemetry.ServerHandler(n.tracing); h != nil {
 		sopts = append(sopts, grpc.StatsHandler(h))
 	}
+	sopts = append(sopts, n.sec.serverOptions()...) // TLS/mTLS when COS_TLS_* are set
 	srv := grpc.NewServer(sopts...)
 	log := n.log.With("role", "gateway")
 	gs := &gatewayServer{

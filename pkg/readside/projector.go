@@ -22,13 +22,13 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/pkg/config"
 	"github.com/cosnats/cosnats/pkg/health"
 	"github.com/cosnats/cosnats/pkg/layout"
 	"github.com/cosnats/cosnats/pkg/telemetry"
+	"github.com/cosnats/cosnats/pkg/tlsfiles"
 )
 
 // Metadata keys sent with every HandleReadSide call, as COS sent them.
@@ -78,7 +78,8 @@ type Projector struct {
 
 	delivered, failures, restarts atomic.Uint64
 	bound                         atomic.Int64
-	runners                       map[string]*shardRunner // by control subject
+	runners                       map[string]*shardRunner                     // by control subject
+	creds                         map[string]credentials.TransportCredentials // by read side id
 }
 
 // New builds a projector; it starts nothing.
@@ -97,7 +98,23 @@ func New(cfg Config, deps Deps) (*Projector, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 25 * time.Second
 	}
-	return &Projector{cfg: cfg, deps: deps}, nil
+	// TLS material is read now, so a missing or mismatched file stops the start with a clear error.
+	creds := make(map[string]credentials.TransportCredentials, len(cfg.ReadSides))
+	for _, rs := range cfg.ReadSides {
+		log := deps.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		c, err := tlsfiles.ClientCredentials(rs.UseTLS, tlsfiles.Options{
+			CAFile: rs.TLS.CAFile, CertFile: rs.TLS.CertFile, KeyFile: rs.TLS.KeyFile, ServerName: rs.TLS.ServerName,
+			OnError: func(err error) { log.Error("read-side client certificate", "read_side", rs.ID, "err", err) },
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read side %s TLS: %w", rs.ID, err)
+		}
+		creds[rs.ID] = c
+	}
+	return &Projector{cfg: cfg, deps: deps, creds: creds}, nil
 }
 
 // Delivered is the number of events acknowledged by read sides through this projector.
@@ -121,7 +138,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	var all []*shardRunner
 	for _, rs := range p.cfg.ReadSides {
 		p.deps.Metrics.ReadSideKnown(rs.ID)
-		conn, err := dial(rs, p.deps.DialOptions)
+		conn, err := dial(rs, p.creds[rs.ID], p.deps.DialOptions)
 		if err != nil {
 			return err
 		}
@@ -164,11 +181,7 @@ func (p *Projector) onBound() {
 	}
 }
 
-func dial(rs config.ReadSide, extra []grpc.DialOption) (*grpc.ClientConn, error) {
-	creds := insecure.NewCredentials()
-	if rs.UseTLS {
-		creds = credentials.NewClientTLSFromCert(nil, "")
-	}
+func dial(rs config.ReadSide, creds credentials.TransportCredentials, extra []grpc.DialOption) (*grpc.ClientConn, error) {
 	target := net.JoinHostPort(rs.Host, strconv.Itoa(rs.Port))
 	conn, err := grpc.NewClient(target, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, extra...)...)
 	if err != nil {
