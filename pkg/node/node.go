@@ -580,6 +580,9 @@ func (n *node) dialWriteSide() (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// MaxMetadataBytes bounds the gRPC metadata of one call to the gateway.
+const MaxMetadataBytes = 64 << 10
+
 // gatewayServer is the gateway's gRPC server: it serves from the start (health NOT_SERVING, calls
 // UNAVAILABLE) and binds the services once set-up is done.
 type gatewayServer struct {
@@ -608,6 +611,8 @@ func (n *node) startGateway() (*gatewayServer, error) {
 	// Accept messages well over the command limit so an oversized command gets our clear
 	// INVALID_ARGUMENT instead of the transport's RESOURCE_EXHAUSTED.
 	sopts := []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.MaxCommandBytes + 4<<20),
+		// Metadata a client may send with a call (grpc-go would take 16 MiB): headers, ids, trace context.
+		grpc.MaxHeaderListSize(MaxMetadataBytes),
 		// Reuse handler goroutines instead of starting (and growing the stack of) one per call.
 		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0)))}
 	if h := telemetry.ServerHandler(n.tracing); h != nil {

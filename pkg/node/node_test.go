@@ -336,3 +336,16 @@ func TestUnusualIDsAreDistinct(t *testing.T) {
 		}
 	}
 }
+
+// Metadata over the gateway's limit is refused before anything runs; the gateway goes on serving.
+func TestOversizedMetadataIsRefused(t *testing.T) {
+	s := embedded(t, nil)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-big", strings.Repeat("a", node.MaxMetadataBytes+1))
+	if _, err := s.send(ctx, "m-1", "add:1"); err == nil {
+		t.Fatal("oversized metadata accepted")
+	}
+	if n := len(s.events("m-1")); n != 0 {
+		t.Fatalf("%d events stored", n)
+	}
+	s.mustSend("m-1", "add:1")
+}
