@@ -38,6 +38,9 @@ Environment:
   COS_WRITE_SIDE_HOST, COS_WRITE_SIDE_PORT  default --handler (when both are set)
   COS_WRITE_SIDE_USE_TLS                    default --handler-tls
   COS_NATS_URL, COS_NATS_CREDS              default --nats-url (else nats://127.0.0.1:4222), --nats-creds
+  COS_NATS_USER, COS_NATS_PASSWORD(_FILE),  default --nats-user, --nats-password-file,
+  COS_NATS_TOKEN(_FILE), COS_NATS_NKEY_FILE --nats-token-file, --nats-nkey-file
+  COS_NATS_TLS_CA_FILE                      default --nats-ca
   COS_NATS_PREFIX                           default --nats-prefix (else COS)
 
 Examples, against the quickstart (go run ./examples/bankaccount/cmd/bankdemo; its write handler

@@ -2,6 +2,8 @@ package ctl_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,4 +95,25 @@ func TestIntakeStatus(t *testing.T) {
 	if r := off.ok(t, "intake", "status"); strings.Join(strings.Fields(r.stdout), " ") != "enabled false" {
 		t.Fatalf("disabled intake: %s", r)
 	}
+}
+
+// The NATS commands authenticate like the processes do: a user and a password file (or the
+// environment); without them the server refuses (exit 3).
+func TestIntakeOutcomeWithNATSCredentials(t *testing.T) {
+	t.Parallel()
+	s := startSystemWith(t, func(c *config.Config) { c.NATS.ListenUser, c.NATS.ListenPassword = "ops", "s3cret" })
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	natsURL := "--nats-url=" + s.node.NATSURL
+	s.want(t, 3, []string{"UNAVAILABLE", "Authorization"}, "intake", "rejected", natsURL)
+	if r := s.cli(context.Background(), "intake", "rejected", natsURL, "--nats-user", "ops", "--nats-password-file", pw); r.code != 0 {
+		t.Fatalf("with credentials: %s", r)
+	}
+	env := map[string]string{"COS_NATS_URL": s.node.NATSURL, "COS_NATS_USER": "ops", "COS_NATS_PASSWORD": "s3cret"}
+	if r := runCLI(context.Background(), env, "intake", "outcome", "none", "--addr", s.addr); r.code != 4 {
+		t.Fatalf("credentials from the environment: %s", r)
+	}
+	s.want(t, 2, []string{"one NATS authentication"}, "intake", "rejected", natsURL, "--nats-user", "ops", "--nats-token-file", pw)
 }

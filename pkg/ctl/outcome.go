@@ -6,7 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,11 +24,16 @@ import (
 // natsFlags say how to reach NATS, for the commands that read what only NATS holds (the outcomes of
 // the asynchronous intake).
 type natsFlags struct {
-	url, creds, prefix string
+	url, creds, prefix                  string
+	user, passwordFile, tokenFile, nkey string
+	password, token                     string // from the environment only (flags take files)
+	ca                                  string
 }
 
 func (n *natsFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	n.url, n.creds, n.prefix = getenv("COS_NATS_URL"), getenv("COS_NATS_CREDS"), getenv("COS_NATS_PREFIX")
+	n.user, n.passwordFile, n.password = getenv("COS_NATS_USER"), getenv("COS_NATS_PASSWORD_FILE"), getenv("COS_NATS_PASSWORD")
+	n.tokenFile, n.token, n.nkey, n.ca = getenv("COS_NATS_TOKEN_FILE"), getenv("COS_NATS_TOKEN"), getenv("COS_NATS_NKEY_FILE"), getenv("COS_NATS_TLS_CA_FILE")
 	if n.url == "" {
 		n.url = "nats://127.0.0.1:4222" // the quickstart's embedded server
 	}
@@ -35,7 +42,65 @@ func (n *natsFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	}
 	fs.StringVar(&n.url, "nats-url", n.url, "NATS server `URL`s, comma-separated (env COS_NATS_URL)")
 	fs.StringVar(&n.creds, "nats-creds", n.creds, "NATS credentials `FILE` (env COS_NATS_CREDS)")
+	fs.StringVar(&n.user, "nats-user", n.user, "NATS `USER`, with --nats-password-file (env COS_NATS_USER)")
+	fs.StringVar(&n.passwordFile, "nats-password-file", n.passwordFile, "`FILE` holding the NATS password (env COS_NATS_PASSWORD_FILE, or COS_NATS_PASSWORD)")
+	fs.StringVar(&n.tokenFile, "nats-token-file", n.tokenFile, "`FILE` holding a NATS token (env COS_NATS_TOKEN_FILE, or COS_NATS_TOKEN)")
+	fs.StringVar(&n.nkey, "nats-nkey-file", n.nkey, "`FILE` holding an nkey seed (env COS_NATS_NKEY_FILE)")
+	fs.StringVar(&n.ca, "nats-ca", n.ca, "PEM `FILE` of the CAs that sign the NATS servers' certificates (env COS_NATS_TLS_CA_FILE)")
 	fs.StringVar(&n.prefix, "nats-prefix", n.prefix, "the system's `PREFIX` of stream and subject names (env COS_NATS_PREFIX)")
+}
+
+// auth is the connection's authentication option (at most one method), read from the files named.
+func (n *natsFlags) auth() ([]nats.Option, error) {
+	read := func(flagName, file string) (string, error) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", flagName, err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	var opts []nats.Option
+	if n.ca != "" {
+		opts = append(opts, nats.RootCAs(n.ca))
+	}
+	methods := 0
+	for _, set := range []bool{n.creds != "", n.nkey != "", n.user != "", n.tokenFile != "" || n.token != ""} {
+		if set {
+			methods++
+		}
+	}
+	if methods > 1 {
+		return nil, errors.New("give one NATS authentication: --nats-creds, --nats-nkey-file, --nats-user or a token")
+	}
+	switch {
+	case n.creds != "":
+		opts = append(opts, nats.UserCredentials(n.creds))
+	case n.nkey != "":
+		o, err := nats.NkeyOptionFromSeed(n.nkey)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-nkey-file: %w", err)
+		}
+		opts = append(opts, o)
+	case n.user != "":
+		pw := n.password
+		if n.passwordFile != "" {
+			var err error
+			if pw, err = read("--nats-password-file", n.passwordFile); err != nil {
+				return nil, err
+			}
+		}
+		opts = append(opts, nats.UserInfo(n.user, pw))
+	case n.tokenFile != "" || n.token != "":
+		tok := n.token
+		if n.tokenFile != "" {
+			var err error
+			if tok, err = read("--nats-token-file", n.tokenFile); err != nil {
+				return nil, err
+			}
+		}
+		opts = append(opts, nats.Token(tok))
+	}
+	return opts, nil
 }
 
 // connect opens the NATS connection; an unreachable server is exit 3.
@@ -44,10 +109,11 @@ func (n *natsFlags) connect(c *call) (*nats.Conn, jetstream.JetStream, layout.La
 	if err != nil {
 		return nil, nil, layout.Layout{}, usagef(c.cmd, "--nats-prefix: %v", err)
 	}
-	opts := []nats.Option{nats.Name("cosctl"), nats.Timeout(c.g.timeout), nats.MaxReconnects(0)}
-	if n.creds != "" {
-		opts = append(opts, nats.UserCredentials(n.creds))
+	auth, err := n.auth()
+	if err != nil {
+		return nil, nil, layout.Layout{}, usagef(c.cmd, "%v", err)
 	}
+	opts := append([]nats.Option{nats.Name("cosctl"), nats.Timeout(c.g.timeout), nats.MaxReconnects(0)}, auth...)
 	nc, err := nats.Connect(n.url, opts...)
 	if err != nil {
 		return nil, nil, layout.Layout{}, &exitError{code: ExitUnavailable, msg: fmt.Sprintf("UNAVAILABLE: NATS at %s: %v", n.url, err)}
