@@ -140,7 +140,8 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, objs []object) {
 	}
 
 	// Probes: liveness is /healthz on the metrics port (alive, not ready); readiness is the gateway's
-	// gRPC health or /readyz.
+	// gRPC health (plaintext only, so /readyz while its port has TLS) or /readyz.
+	env := plainEnv(t, c, objs)
 	ports := map[string]int32{}
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
@@ -155,7 +156,7 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, objs []object) {
 	switch {
 	case rp == nil:
 		t.Errorf("%s: no readiness probe", d.Name)
-	case r == "gateway":
+	case r == "gateway" && env["COS_TLS_CERT_FILE"] == "":
 		if rp.GRPC == nil || rp.GRPC.Port != ports["grpc"] || rp.GRPC.Service == nil || *rp.GRPC.Service != "" {
 			t.Errorf("%s: readiness probe is not the gRPC health of service \"\" on the grpc port %d: %s", d.Name, ports["grpc"], mustYAML(rp))
 		}
@@ -166,7 +167,6 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, objs []object) {
 	}
 
 	// The grace period must outlast the preStop sleep plus the drain the process is told to keep to.
-	env := plainEnv(t, c, objs)
 	drain, err := strconv.Atoi(env["COS_SHUTDOWN_TIMEOUT"])
 	if err != nil {
 		t.Fatalf("%s: COS_SHUTDOWN_TIMEOUT: %v", d.Name, err)
@@ -244,6 +244,11 @@ func checkServices(t *testing.T, objs []object) {
 		case "gateway":
 			if len(s.Spec.Ports) != 1 || s.Spec.Ports[0].Name != "grpc" || s.Spec.Ports[0].AppProtocol == nil || *s.Spec.Ports[0].AppProtocol != "grpc" || s.Spec.Ports[0].TargetPort.String() != "grpc" {
 				t.Errorf("gateway Service ports: %s", mustYAML(s.Spec.Ports))
+			}
+		case "admin":
+			if s.Spec.Type != corev1.ServiceTypeClusterIP || len(s.Spec.Ports) != 1 || s.Spec.Ports[0].TargetPort.String() != "admin" ||
+				s.Spec.Selector["app.kubernetes.io/component"] != "gateway" {
+				t.Errorf("gateway admin Service: %s", mustYAML(s.Spec))
 			}
 		case "metrics":
 			if s.Spec.ClusterIP != corev1.ClusterIPNone || !s.Spec.PublishNotReadyAddresses || s.Spec.Ports[0].Name != "metrics" {

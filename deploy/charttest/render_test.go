@@ -39,7 +39,7 @@ const (
 func valuesFile(name string) string { return filepath.Join(chartDir, "ci", name+"-values.yaml") }
 
 // testValuesFiles are the values files every render test runs with.
-var testValuesFiles = []string{"minimal", "production", "everything-on"}
+var testValuesFiles = []string{"minimal", "production", "everything-on", "hardened"}
 
 // loadChart loads the chart directory as helm install would (honouring .helmignore).
 func loadChart(t testing.TB) *chart.Chart {

@@ -98,6 +98,11 @@ spec:
             - name: grpc
               containerPort: {{ $r.port }}
               protocol: TCP
+            {{- with $r.admin.address }}
+            - name: admin
+              containerPort: {{ include "cosnats.adminPort" $root }}
+              protocol: TCP
+            {{- end }}
             {{- end }}
             - name: metrics
               containerPort: {{ $root.Values.metrics.port }}
@@ -118,13 +123,54 @@ spec:
                   name: {{ $root.Values.nats.urlSecret.name }}
                   key: {{ $root.Values.nats.urlSecret.key }}
             {{- end }}
-            {{- if $root.Values.nats.credsSecret.name }}
+            {{- /* The role's own NATS user (credentialsSecret) replaces the shared credentials file. */}}
+            {{- with $r.nats.credentialsSecret }}
+            {{- if and .name .credsKey }}
+            - name: COS_NATS_CREDS
+              value: /etc/cos/nats-auth/nats.creds
+            {{- else if .name }}
+            - name: COS_NATS_USER
+              valueFrom:
+                secretKeyRef:
+                  name: {{ .name }}
+                  key: {{ .userKey }}
+            - name: COS_NATS_PASSWORD_FILE
+              value: /etc/cos/nats-auth/password
+            {{- end }}
+            {{- end }}
+            {{- if and $root.Values.nats.credsSecret.name (not $r.nats.credentialsSecret.name) }}
             - name: COS_NATS_CREDS
               value: /etc/cos/nats-creds/nats.creds
+            {{- end }}
+            {{- with $root.Values.nats.tls }}
+            {{- if .caSecretName }}
+            - name: COS_NATS_TLS_CA_FILE
+              value: /etc/cos/tls/nats-ca/ca.crt
+            {{- end }}
+            {{- if .clientCertSecretName }}
+            - name: COS_NATS_TLS_CERT_FILE
+              value: /etc/cos/tls/nats-client/tls.crt
+            - name: COS_NATS_TLS_KEY_FILE
+              value: /etc/cos/tls/nats-client/tls.key
+            {{- end }}
             {{- end }}
             {{- if eq $role "gateway" }}
             - name: COS_PORT
               value: {{ $r.port | quote }}
+            {{- if $r.tls.secretName }}
+            - name: COS_TLS_CERT_FILE
+              value: /etc/cos/tls/gateway/tls.crt
+            - name: COS_TLS_KEY_FILE
+              value: /etc/cos/tls/gateway/tls.key
+            {{- end }}
+            {{- if $r.tls.clientCASecretName }}
+            - name: COS_TLS_CLIENT_CA_FILE
+              value: /etc/cos/tls/gateway-client-ca/ca.crt
+            {{- end }}
+            {{- with $r.admin.address }}
+            - name: COS_ADMIN_ADDRESS
+              value: {{ . | quote }}
+            {{- end }}
             {{- else if eq $role "worker" }}
             {{- with $root.Values.writeSide }}
             - name: COS_WRITE_SIDE_HOST
@@ -133,6 +179,20 @@ spec:
               value: {{ .port | quote }}
             - name: COS_WRITE_SIDE_USE_TLS
               value: {{ .useTls | quote }}
+            {{- if .tls.caSecretName }}
+            - name: COS_WRITE_SIDE_TLS_CA_FILE
+              value: /etc/cos/tls/write-side-ca/ca.crt
+            {{- end }}
+            {{- if .tls.clientCertSecretName }}
+            - name: COS_WRITE_SIDE_TLS_CERT_FILE
+              value: /etc/cos/tls/write-side-client/tls.crt
+            - name: COS_WRITE_SIDE_TLS_KEY_FILE
+              value: /etc/cos/tls/write-side-client/tls.key
+            {{- end }}
+            {{- with .tls.serverName }}
+            - name: COS_WRITE_SIDE_TLS_SERVER_NAME
+              value: {{ . | quote }}
+            {{- end }}
             - name: COS_WRITE_SIDE_PROTO_VALIDATION
               value: {{ .protoValidation | quote }}
             {{- with .eventProtos }}
@@ -206,9 +266,11 @@ spec:
               port: metrics
             {{- toYaml $r.livenessProbe | nindent 12 }}
           readinessProbe:
-            {{- if eq $role "gateway" }}
+            {{- if and (eq $role "gateway") (not $r.tls.secretName) }}
             {{- /* The gateway's gRPC health reports "" SERVING only when ready, and NOT_SERVING from
-            the start of a shutdown. A grpc probe takes a port number, not a name. */}}
+            the start of a shutdown. A grpc probe takes a port number, not a name, and speaks
+            plaintext only: with TLS on the port the gateway is probed like the others (/readyz also
+            turns not ready from the start of a shutdown). */}}
             grpc:
               port: {{ $r.port }}
               service: ""
@@ -246,6 +308,11 @@ spec:
             {{- if and (ne $role "gateway") $root.Values.writeSide.tlsSecret.name }}
             - name: handlers-tls
               mountPath: /etc/cos/tls/handlers
+              readOnly: true
+            {{- end }}
+            {{- range $m := include "cosnats.secretMounts" . | fromYamlArray }}
+            - name: {{ $m.volume }}
+              mountPath: {{ $m.path }}
               readOnly: true
             {{- end }}
             {{- if eq $role "projector" }}
@@ -287,6 +354,17 @@ spec:
             secretName: {{ $root.Values.writeSide.tlsSecret.name }}
             defaultMode: 0440
         {{- end }}
+        {{- range $m := include "cosnats.secretMounts" . | fromYamlArray }}
+        - name: {{ $m.volume }}
+          secret:
+            secretName: {{ $m.secret }}
+            defaultMode: 0440
+            items:
+              {{- range $m.items }}
+              - key: {{ .key }}
+                path: {{ .path }}
+              {{- end }}
+        {{- end }}
         {{- if eq $role "projector" }}
         - name: readsides
           configMap:
@@ -298,4 +376,64 @@ spec:
         {{- with $r.extraVolumes }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
+{{- end -}}
+
+
+{{/*
+The Secrets a role mounts for TLS and its own NATS user, as a YAML list of {volume, path, secret,
+items: [{key, path}]}; each is mounted read-only, so a renewed Secret (e.g. by cert-manager) reaches
+the files, which the processes reload. Argument: dict "ctx" $ "component" "<role>".
+*/}}
+{{- define "cosnats.secretMounts" -}}
+{{- $root := .ctx -}}
+{{- $role := .component -}}
+{{- $r := index $root.Values $role -}}
+{{- $tlsItems := list (dict "key" "tls.crt" "path" "tls.crt") (dict "key" "tls.key" "path" "tls.key") -}}
+{{- $out := list -}}
+{{- with $r.nats.credentialsSecret -}}
+{{- if and .name .credsKey -}}
+{{- $out = append $out (dict "volume" "nats-auth" "path" "/etc/cos/nats-auth" "secret" .name "items" (list (dict "key" .credsKey "path" "nats.creds"))) -}}
+{{- else if .name -}}
+{{- $out = append $out (dict "volume" "nats-auth" "path" "/etc/cos/nats-auth" "secret" .name "items" (list (dict "key" .passwordKey "path" "password"))) -}}
+{{- end -}}
+{{- end -}}
+{{- with $root.Values.nats.tls -}}
+{{- if .caSecretName -}}
+{{- $out = append $out (dict "volume" "nats-ca" "path" "/etc/cos/tls/nats-ca" "secret" .caSecretName "items" (list (dict "key" .caKey "path" "ca.crt"))) -}}
+{{- end -}}
+{{- if .clientCertSecretName -}}
+{{- $out = append $out (dict "volume" "nats-client-tls" "path" "/etc/cos/tls/nats-client" "secret" .clientCertSecretName "items" $tlsItems) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $role "gateway" -}}
+{{- if $r.tls.secretName -}}
+{{- $out = append $out (dict "volume" "gateway-tls" "path" "/etc/cos/tls/gateway" "secret" $r.tls.secretName "items" $tlsItems) -}}
+{{- end -}}
+{{- if $r.tls.clientCASecretName -}}
+{{- $out = append $out (dict "volume" "gateway-client-ca" "path" "/etc/cos/tls/gateway-client-ca" "secret" $r.tls.clientCASecretName "items" (list (dict "key" $r.tls.clientCAKey "path" "ca.crt"))) -}}
+{{- end -}}
+{{- else if eq $role "worker" -}}
+{{- with $root.Values.writeSide.tls -}}
+{{- if .caSecretName -}}
+{{- $out = append $out (dict "volume" "write-side-ca" "path" "/etc/cos/tls/write-side-ca" "secret" .caSecretName "items" (list (dict "key" .caKey "path" "ca.crt"))) -}}
+{{- end -}}
+{{- if .clientCertSecretName -}}
+{{- $out = append $out (dict "volume" "write-side-client-tls" "path" "/etc/cos/tls/write-side-client" "secret" .clientCertSecretName "items" $tlsItems) -}}
+{{- end -}}
+{{- end -}}
+{{- else if eq $role "projector" -}}
+{{- /* Per read side, under /etc/cos/tls/readsides/<id>/ (volume names by position: ids may hold characters a volume name may not). */ -}}
+{{- $i := 0 -}}
+{{- range $id, $rs := $root.Values.readSides -}}
+{{- $i = add1 $i -}}
+{{- $tls := default (dict) (get $rs "tls") -}}
+{{- with get $tls "caSecretName" -}}
+{{- $out = append $out (dict "volume" (printf "readside-%d-ca" $i) "path" (printf "/etc/cos/tls/readsides/%s/ca" $id) "secret" . "items" (list (dict "key" (default "ca.crt" (get $tls "caKey")) "path" "ca.crt"))) -}}
+{{- end -}}
+{{- with get $tls "clientCertSecretName" -}}
+{{- $out = append $out (dict "volume" (printf "readside-%d-client-tls" $i) "path" (printf "/etc/cos/tls/readsides/%s/client" $id) "secret" . "items" $tlsItems) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}

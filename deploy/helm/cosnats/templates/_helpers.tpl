@@ -80,6 +80,11 @@ app.kubernetes.io/part-of: cosnats
 {{- if and .Values.projector.enabled $any -}}true{{- end -}}
 {{- end -}}
 
+{{/* The port of gateway.admin.address (host:port). */}}
+{{- define "cosnats.adminPort" -}}
+{{- regexReplaceAll "^.*:" .Values.gateway.admin.address "" -}}
+{{- end -}}
+
 {{/* Names of the ConfigMaps. */}}
 {{- define "cosnats.configName" -}}{{ include "cosnats.fullname" . }}-config{{- end -}}
 {{- define "cosnats.layoutName" -}}{{ include "cosnats.fullname" . }}-layout{{- end -}}
@@ -98,6 +103,25 @@ failing the render with a message that names the value to set.
 {{- end -}}
 {{- if and .Values.writeSide.protoValidation (or (not .Values.writeSide.eventProtos) (not .Values.writeSide.stateProtos)) -}}
 {{- fail "writeSide.eventProtos and writeSide.stateProtos must both list message names when writeSide.protoValidation is true" -}}
+{{- end -}}
+{{- with .Values.gateway -}}
+{{- if and .tls.clientCASecretName (not .tls.secretName) -}}
+{{- fail "gateway.tls.clientCASecretName (mTLS) needs gateway.tls.secretName: client certificates are checked only on a TLS port" -}}
+{{- end -}}
+{{- if .admin.address -}}
+{{- $port := include "cosnats.adminPort" $ | int -}}
+{{- if or (eq $port (int .port)) (eq $port (int $.Values.metrics.port)) -}}
+{{- fail (printf "gateway.admin.address %q must use a port other than gateway.port (%v) and metrics.port (%v)" .admin.address .port $.Values.metrics.port) -}}
+{{- end -}}
+{{- end -}}
+{{- if .admin.service.enabled -}}
+{{- if not .admin.address -}}
+{{- fail "gateway.admin.service.enabled needs gateway.admin.address, e.g. 0.0.0.0:9001" -}}
+{{- end -}}
+{{- if regexMatch "^(127\\.|localhost:|\\[::1\\]:)" .admin.address -}}
+{{- fail (printf "gateway.admin.service.enabled: gateway.admin.address %q listens on loopback, which a Service cannot reach; use 0.0.0.0:<port>, or keep loopback and use kubectl port-forward without the Service" .admin.address) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- range $role := list "gateway" "worker" -}}
 {{- $r := index $.Values $role -}}
