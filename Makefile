@@ -53,9 +53,10 @@ image: dist
 nats-image: dist
 	NATS_IMAGE='$(NATS_IMAGE)' ./scripts/build-images.sh nats
 
-# docker-compose.yml for real: builds both images on scratch, kills a NATS node and a worker under load.
+# docker-compose.yml for real: builds both images on scratch, kills a NATS node and a worker under load;
+# then the hardened overlay (TLS, mTLS, NATS users and permissions).
 compose-test:
-	cd deploy/composetest && go test -count=1 -timeout 8m ./...
+	cd deploy/composetest && go test -count=1 -timeout 12m ./...
 
 .PHONY: chart-test
 # The Helm chart's tests (deploy/charttest has its own go.mod): strict lint and render of

@@ -60,12 +60,9 @@ func TestCompose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	image, natsImage := os.Getenv("COS_IMAGE"), os.Getenv("NATS_IMAGE")
-	if image == "" || natsImage == "" {
-		image, natsImage = "cosnats:composetest", "cosnats-nats:composetest"
-		if err := buildImages(ctx, t, root, image, natsImage); err != nil {
-			t.Fatal(err)
-		}
+	image, natsImage, err := sharedImages(ctx, t, root)
+	if err != nil {
+		t.Fatal(err)
 	}
 	port, err := freePort()
 	if err != nil {
@@ -76,6 +73,7 @@ func TestCompose(t *testing.T) {
 		root:    root,
 		compose: composeCmd,
 		project: "coscompose" + randomHex(4),
+		files:   []string{"deploy/composetest/monitoring.yml"},
 		env: append(os.Environ(),
 			"COS_IMAGE="+image, "NATS_IMAGE="+natsImage, "COS_GATEWAY_PORT="+strconv.Itoa(port),
 			// A developer's tracing setting must not point the containers at a collector that is not there.

@@ -5,6 +5,12 @@
 // (one connected to the gateway's node when there is one: it takes the gateway's commands first), brings
 // them back, and checks that every acknowledged command is in the state and reached the read side.
 //
+// TestHardenedCompose adds docker-compose.hardened.yml with the certificates and passwords of
+// scripts/devcerts: the gateway takes only mTLS clients of the demo CA (plaintext, no certificate and
+// another CA's certificate are refused) and keeps the operator's services off its port; NATS refuses
+// plaintext, connections without credentials and a producer's forged event; a bank command over mTLS
+// is stored, returned by GetState and applied by the read side. Both tests share one image build.
+//
 // It lives in its own module so that the main module's `go test ./...` does not need Docker:
 //
 //	cd deploy/composetest && go test ./...

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -30,6 +31,7 @@ type stack struct {
 	root    string   // repository root
 	compose []string // "docker compose" or "docker-compose"
 	project string
+	files   []string          // compose files after docker-compose.yml, relative to the repository root
 	env     []string          // os.Environ plus the images and the gateway's host port
 	ids     map[string]string // service → container id
 }
@@ -82,6 +84,32 @@ func repoRoot() (string, error) {
 	return root, nil
 }
 
+// images is the result of the one image build that the tests of this package share.
+var images struct {
+	once           sync.Once
+	cos, nats, err string
+}
+
+// sharedImages returns our image and the NATS image: COS_IMAGE and NATS_IMAGE when both are set, else
+// the images that the first test to ask builds (buildImages) and every later test reuses. A failed
+// build fails every test that asks.
+func sharedImages(ctx context.Context, t *testing.T, root string) (image, natsImage string, err error) {
+	images.once.Do(func() {
+		images.cos, images.nats = os.Getenv("COS_IMAGE"), os.Getenv("NATS_IMAGE")
+		if images.cos != "" && images.nats != "" {
+			return
+		}
+		images.cos, images.nats = "cosnats:composetest", "cosnats-nats:composetest"
+		if err := buildImages(ctx, t, root, images.cos, images.nats); err != nil {
+			images.err = err.Error()
+		}
+	})
+	if images.err != "" {
+		return "", "", errors.New(images.err)
+	}
+	return images.cos, images.nats, nil
+}
+
 // buildImages builds the binaries on the host and both images from them, on scratch: the documented
 // path (make dist image nats-image) minus the pull of a base image.
 func buildImages(ctx context.Context, t *testing.T, root, image, natsImage string) error {
@@ -97,14 +125,14 @@ func buildImages(ctx context.Context, t *testing.T, root, image, natsImage strin
 	return nil
 }
 
-// do runs a compose subcommand on the project.
+// do runs a compose subcommand on the project: docker-compose.yml, then s.files.
 func (s *stack) do(ctx context.Context, args ...string) (string, error) {
-	full := append(append(s.compose[1:len(s.compose):len(s.compose)],
-		"-p", s.project,
-		"-f", filepath.Join(s.root, "docker-compose.yml"),
-		"-f", filepath.Join(s.root, "deploy", "composetest", "monitoring.yml"),
-	), args...)
-	return run(ctx, s.root, s.env, s.compose[0], full...)
+	full := append(s.compose[1:len(s.compose):len(s.compose)],
+		"-p", s.project, "-f", filepath.Join(s.root, "docker-compose.yml"))
+	for _, f := range s.files {
+		full = append(full, "-f", filepath.Join(s.root, f))
+	}
+	return run(ctx, s.root, s.env, s.compose[0], append(full, args...)...)
 }
 
 // docker runs a docker subcommand.

@@ -5,6 +5,7 @@
 //	bankclient open acc-1 "Ann Lee" 1000
 //	bankclient -command-id pay-42 debit acc-1 250
 //	bankclient get acc-1
+//	bankclient -cacert deploy/hardened/ca.pem -cert deploy/hardened/client.pem -key deploy/hardened/client-key.pem get acc-1
 //
 // Errors print the gRPC code, message and every status detail (BadRequest,
 // ErrorInfo) so that the handler's rich errors are visible end to end.
@@ -12,6 +13,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +24,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -55,6 +59,9 @@ type invocation struct {
 	addr      string
 	timeout   time.Duration
 	commandID string
+	caFile    string // TLS to the gateway, trusting this CA (-cacert); plaintext when it and certFile are empty
+	certFile  string // client certificate for mTLS (-cert, with -key)
+	keyFile   string
 	request   proto.Message // *cosv1.ProcessCommandRequest or *cosv1.GetStateRequest
 }
 
@@ -76,6 +83,9 @@ func defineFlags(fs *flag.FlagSet, inv *invocation) {
 	fs.StringVar(&inv.addr, "addr", "localhost:9000", "chief-of-state gRPC address")
 	fs.DurationVar(&inv.timeout, "timeout", 10*time.Second, "deadline of the call")
 	fs.StringVar(&inv.commandID, "command-id", "", "idempotency key sent as "+commandIDHeader+" (commands only)")
+	fs.StringVar(&inv.caFile, "cacert", "", "PEM CA of the gateway's certificate: use TLS (e.g. deploy/hardened/ca.pem)")
+	fs.StringVar(&inv.certFile, "cert", "", "client certificate PEM for mTLS, with -key (implies TLS)")
+	fs.StringVar(&inv.keyFile, "key", "", "client key PEM, with -cert")
 }
 
 func usage(w io.Writer) {
@@ -98,6 +108,9 @@ func parse(args []string) (*invocation, error) {
 	}
 	if inv.timeout <= 0 {
 		return nil, fmt.Errorf("-timeout must be positive, got %v", inv.timeout)
+	}
+	if (inv.certFile == "") != (inv.keyFile == "") {
+		return nil, errors.New("-cert and -key go together")
 	}
 	req, err := parseRequest(fs.Args())
 	if err != nil {
@@ -183,8 +196,39 @@ func parseCents(s string) (int64, error) {
 }
 
 // run makes the call and prints the outcome; it returns the exit code.
+// credentials are plaintext, or TLS with -cacert and -cert/-key when given.
+func (inv *invocation) credentials() (credentials.TransportCredentials, error) {
+	if inv.caFile == "" && inv.certFile == "" {
+		return insecure.NewCredentials(), nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if inv.caFile != "" {
+		pem, err := os.ReadFile(inv.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("-cacert: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-cacert %s: no PEM certificate in it", inv.caFile)
+		}
+	}
+	if inv.certFile != "" {
+		pair, err := tls.LoadX509KeyPair(inv.certFile, inv.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("-cert/-key: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
 func run(ctx context.Context, inv *invocation, stdout, stderr io.Writer) int {
-	conn, err := grpc.NewClient(inv.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := inv.credentials()
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return 1
+	}
+	conn, err := grpc.NewClient(inv.addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1

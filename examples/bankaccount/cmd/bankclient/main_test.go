@@ -113,6 +113,7 @@ func TestParseFlags(t *testing.T) {
 		{"-command-id", "k1", "get", "acc-1"},
 		{"-timeout", "0s", "get", "acc-1"},
 		{"-nope", "get", "acc-1"},
+		{"-cert", "client.pem", "get", "acc-1"}, // without -key
 		{},
 	} {
 		if _, err := parse(args); err == nil {
