@@ -42,28 +42,8 @@ const (
 )
 
 func TestCompose(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the compose test builds images and runs ten containers")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), budget)
-	defer cancel()
-	began := time.Now()
-
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := run(ctx, root, os.Environ(), "docker", "info"); err != nil {
-		t.Fatalf("the compose test needs a running Docker engine: %v", err)
-	}
-	composeCmd, err := composeCommand(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	image, natsImage, err := sharedImages(ctx, t, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, env := prepare(t, budget)
+	began, root, composeCmd, image, natsImage := env.began, env.root, env.compose, env.image, env.natsImage
 	port, err := freePort()
 	if err != nil {
 		t.Fatal(err)

@@ -39,28 +39,8 @@ const hardenedBudget = 6 * time.Minute
 // refuses plaintext and unauthenticated connections and a producer's forged event; and the system
 // works: a command is stored, GetState returns it and the read side applies it.
 func TestHardenedCompose(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the compose test builds images and runs ten containers")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), hardenedBudget)
-	defer cancel()
-	began := time.Now()
-
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := run(ctx, root, os.Environ(), "docker", "info"); err != nil {
-		t.Fatalf("the compose test needs a running Docker engine: %v", err)
-	}
-	composeCmd, err := composeCommand(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	image, natsImage, err := sharedImages(ctx, t, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, env := prepare(t, hardenedBudget)
+	began, root, composeCmd, image, natsImage := env.began, env.root, env.compose, env.image, env.natsImage
 
 	// The demo's material, made by the documented command, and a second set whose CA the stack does
 	// not know.

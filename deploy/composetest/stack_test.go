@@ -382,3 +382,37 @@ func poll(ctx context.Context, timeout, interval time.Duration, what string, con
 		}
 	}
 }
+
+// testEnv is what every compose test starts from.
+type testEnv struct {
+	began            time.Time
+	root             string   // the repository
+	compose          []string // docker-compose or docker compose
+	image, natsImage string
+}
+
+// prepare skips under -short, bounds the test by budget (the context ends when the test does), checks
+// Docker, and builds the images once for all tests.
+func prepare(t *testing.T, budget time.Duration) (context.Context, testEnv) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: the compose test builds images and runs ten containers")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	t.Cleanup(cancel)
+	env := testEnv{began: time.Now()}
+	var err error
+	if env.root, err = repoRoot(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(ctx, env.root, os.Environ(), "docker", "info"); err != nil {
+		t.Fatalf("the compose test needs a running Docker engine: %v", err)
+	}
+	if env.compose, err = composeCommand(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if env.image, env.natsImage, err = sharedImages(ctx, t, env.root); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, env
+}
