@@ -65,7 +65,7 @@ chart-test:
 	cd deploy/charttest && go vet ./... && go test -count=1 ./...
 
 .PHONY: fuzz vulncheck
-# Every fuzz target for FUZZTIME each (default 10s).
+# Every fuzz target for its execution budget (FUZZTIME=60s for a duration instead).
 fuzz:
 	./scripts/fuzz.sh
 

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for FUZZTIME each (default 10s; CI's budget), one after the other: go test
-# fuzzes one target per invocation. The committed corpora (testdata/fuzz/<target>/) run first as seeds;
-# a crash fails the script and leaves the input in testdata/fuzz to commit with the fix.
+# Runs every fuzz target for a budget of executions (CI's: a few seconds each on 2 cores), one after
+# the other: go test fuzzes one target per invocation. Budgets are counts, not durations: a duration
+# that ends while go test still replays the corpus fails with "context deadline exceeded" on a loaded
+# machine. FUZZTIME (e.g. 60s) replaces every budget. The committed corpora (testdata/fuzz/<target>/)
+# run first as seeds; a crash fails the script and leaves the input in testdata/fuzz to commit with
+# the fix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FUZZTIME=${FUZZTIME:-10s}
 targets=(
-  "./pkg/entity FuzzToken"
-  "./pkg/intake FuzzDecode"
-  "./pkg/eventlog FuzzDecodeHead"
-  "./pkg/worker FuzzCommandRequest"
-  "./pkg/config FuzzFromEnv"
-  "./pkg/config FuzzReadSideFile"
+  "./pkg/entity FuzzToken 20000x"
+  "./pkg/intake FuzzDecode 20000x"
+  "./pkg/eventlog FuzzDecodeHead 10000x"
+  "./pkg/worker FuzzCommandRequest 10000x"
+  "./pkg/config FuzzFromEnv 50000x"
+  "./pkg/config FuzzReadSideFile 2000x"
 )
 for t in "${targets[@]}"; do
-  read -r pkg name <<<"$t"
-  echo "fuzz $name ($pkg) for $FUZZTIME"
-  go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" "$pkg" 2>&1 | grep -v '^fuzz: elapsed' || exit 1
+  read -r pkg name budget <<<"$t"
+  budget=${FUZZTIME:-$budget}
+  echo "fuzz $name ($pkg): $budget"
+  go test -run '^$' -fuzz "^$name\$" -fuzztime "$budget" "$pkg" 2>&1 | grep -v '^fuzz: elapsed' || exit 1
 done
