@@ -29,12 +29,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/anypb"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	bankv1 "github.com/cosnats/cosnats/examples/bankaccount/gen/bankaccount/v1"
 	cosv1 "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	cosnatsv1 "github.com/cosnats/cosnats/gen/cosnats/v1"
 	"github.com/cosnats/cosnats/pkg/natsperm"
@@ -207,27 +205,7 @@ func TestHardenedWiring(t *testing.T) {
 	defer conn.Close()
 	cos := cosv1.NewChiefOfStateServiceClient(conn)
 	const account = "acc-hardened"
-	send := func(cmd *anypb.Any) *cosv1.ProcessCommandResponse {
-		t.Helper()
-		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		resp, err := cos.ProcessCommand(cctx, &cosv1.ProcessCommandRequest{EntityId: account, Command: cmd})
-		if err != nil {
-			t.Fatalf("ProcessCommand over mTLS: %v", err)
-		}
-		return resp
-	}
-	open, _ := anypb.New(&bankv1.OpenAccount{Owner: "bob", InitialBalance: 500})
-	credit, _ := anypb.New(&bankv1.Credit{Amount: 70})
-	send(open)
-	resp := send(credit)
-	var acc bankv1.BankAccount
-	if err := resp.GetState().UnmarshalTo(&acc); err != nil {
-		t.Fatal(err)
-	}
-	if resp.GetMeta().GetRevisionNumber() != 2 || acc.GetBalance() != 570 {
-		t.Fatalf("after open 500 and credit 70: revision %d, balance %d; want 2, 570", resp.GetMeta().GetRevisionNumber(), acc.GetBalance())
-	}
+	openAndCredit(t, ctx, cos, account, 500, 70) // over mTLS
 	// Stored: read back through GetState.
 	st, err := cos.GetState(ctx, &cosv1.GetStateRequest{EntityId: account})
 	if err != nil || st.GetMeta().GetRevisionNumber() != 2 {

@@ -136,27 +136,7 @@ func TestWiring(t *testing.T) {
 	defer conn.Close()
 	cos := cosv1.NewChiefOfStateServiceClient(conn)
 	const account = "acc-chart"
-	send := func(cmd *anypb.Any) *cosv1.ProcessCommandResponse {
-		t.Helper()
-		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		resp, err := cos.ProcessCommand(cctx, &cosv1.ProcessCommandRequest{EntityId: account, Command: cmd})
-		if err != nil {
-			t.Fatalf("ProcessCommand: %v", err)
-		}
-		return resp
-	}
-	open, _ := anypb.New(&bankv1.OpenAccount{Owner: "alice", InitialBalance: 1000})
-	credit, _ := anypb.New(&bankv1.Credit{Amount: 250})
-	send(open)
-	resp := send(credit)
-	var acc bankv1.BankAccount
-	if err := resp.GetState().UnmarshalTo(&acc); err != nil {
-		t.Fatal(err)
-	}
-	if resp.GetMeta().GetRevisionNumber() != 2 || acc.GetBalance() != 1250 {
-		t.Fatalf("after open 1000 and credit 250: revision %d, balance %d; want 2, 1250", resp.GetMeta().GetRevisionNumber(), acc.GetBalance())
-	}
+	openAndCredit(t, ctx, cos, account, 1000, 250)
 
 	// The events reach the read side: its shard's offset advances to the second event (stream
 	// sequence 2) and nothing is pending on any shard.
@@ -296,4 +276,32 @@ func runHelmTest(t *testing.T, ctx context.Context, objs []object, bin string, g
 		return
 	}
 	t.Logf("helm test Pod %s passed: %s %q", pod.Name, c.Command[0], args)
+}
+
+// openAndCredit opens a bank account with initial, credits it by amount, and checks the reply: revision
+// 2 and the sum as balance.
+func openAndCredit(t *testing.T, ctx context.Context, cos cosv1.ChiefOfStateServiceClient, account string, initial, amount int64) {
+	t.Helper()
+	send := func(cmd *anypb.Any) *cosv1.ProcessCommandResponse {
+		t.Helper()
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		resp, err := cos.ProcessCommand(cctx, &cosv1.ProcessCommandRequest{EntityId: account, Command: cmd})
+		if err != nil {
+			t.Fatalf("ProcessCommand: %v", err)
+		}
+		return resp
+	}
+	open, _ := anypb.New(&bankv1.OpenAccount{Owner: "alice", InitialBalance: initial})
+	credit, _ := anypb.New(&bankv1.Credit{Amount: amount})
+	send(open)
+	resp := send(credit)
+	var acc bankv1.BankAccount
+	if err := resp.GetState().UnmarshalTo(&acc); err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetMeta().GetRevisionNumber() != 2 || acc.GetBalance() != initial+amount {
+		t.Fatalf("after open %d and credit %d: revision %d, balance %d; want 2, %d", initial, amount,
+			resp.GetMeta().GetRevisionNumber(), acc.GetBalance(), initial+amount)
+	}
 }
