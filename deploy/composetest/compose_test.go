@@ -60,24 +60,7 @@ func TestCompose(t *testing.T) {
 			"OTEL_EXPORTER_OTLP_ENDPOINT="),
 	}
 	t.Logf("compose %q, project %s, images %s and %s, gateway on :%d", composeCmd, s.project, image, natsImage, port)
-	t.Cleanup(func() {
-		// Not ctx: it may be what ran out.
-		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer ccancel()
-		if t.Failed() {
-			s.dumpLogs(cctx)
-		}
-		s.down(cctx)
-	})
-
-	upStart := time.Now()
-	if err := s.up(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.waitUp(ctx, 3*time.Minute, services...); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("all %d services up in %v", len(services), time.Since(upStart).Round(time.Second))
+	s.bringUp(t, ctx)
 
 	conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -66,23 +66,7 @@ func TestHardenedCompose(t *testing.T) {
 			"COS_HARDENED_DIR="+certs, "OTEL_EXPORTER_OTLP_ENDPOINT="),
 	}
 	t.Logf("compose %q, project %s, images %s and %s, gateway on :%d, certificates in %s", composeCmd, s.project, image, natsImage, port, certs)
-	t.Cleanup(func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer ccancel()
-		if t.Failed() {
-			s.dumpLogs(cctx)
-		}
-		s.down(cctx)
-	})
-
-	upStart := time.Now()
-	if err := s.up(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.waitUp(ctx, 3*time.Minute, services...); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("all %d services up in %v", len(services), time.Since(upStart).Round(time.Second))
+	s.bringUp(t, ctx)
 
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	ca := readFile(t, filepath.Join(certs, "ca.pem"))

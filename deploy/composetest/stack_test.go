@@ -416,3 +416,26 @@ func prepare(t *testing.T, budget time.Duration) (context.Context, testEnv) {
 	}
 	return ctx, env
 }
+
+// bringUp brings the stack up and waits until every service is healthy; when the test ends it takes the
+// stack down (after printing every container's log if the test failed).
+func (s *stack) bringUp(t *testing.T, ctx context.Context) {
+	t.Helper()
+	t.Cleanup(func() {
+		// Not ctx: it may be what ran out.
+		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer ccancel()
+		if t.Failed() {
+			s.dumpLogs(cctx)
+		}
+		s.down(cctx)
+	})
+	upStart := time.Now()
+	if err := s.up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.waitUp(ctx, 3*time.Minute, services...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("all %d services up in %v", len(services), time.Since(upStart).Round(time.Second))
+}
