@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,8 +49,6 @@ type Async struct {
 
 	pin   string
 	lease time.Time
-	held  chan struct{} // closed the first time this gateway holds the intake (tests)
-	once  sync.Once
 }
 
 // AsyncDeps are what Async works with.
@@ -73,11 +70,8 @@ func NewAsync(cfg AsyncConfig, d AsyncDeps) *Async {
 		d.DrainTimeout = 10 * time.Second
 	}
 	return &Async{cfg: cfg, nc: d.Conn, js: d.JS, run: d.Run, types: d.Types, log: d.Logger, metrics: d.Metrics,
-		drain: d.DrainTimeout, held: make(chan struct{})}
+		drain: d.DrainTimeout}
 }
-
-// Held is closed once this gateway has held the intake.
-func (a *Async) Held() <-chan struct{} { return a.held }
 
 // Run takes intake commands until ctx ends.
 func (a *Async) Run(ctx context.Context) error {
@@ -112,7 +106,6 @@ func (a *Async) Run(ctx context.Context) error {
 			continue
 		}
 		errs = 0
-		a.once.Do(func() { close(a.held) })
 		why, lostPin := a.session(ctx, delivered)
 		switch {
 		case lostPin:

@@ -33,14 +33,13 @@ type SyncConfig struct {
 
 // Sync answers command requests on the synchronous intake subject (queue group of the gateways).
 type Sync struct {
-	cfg    SyncConfig
-	nc     *nats.Conn
-	run    Runner
-	types  *schema.Resolver // nil: protobuf only
-	log    *slog.Logger
-	slots  chan struct{}
-	wg     sync.WaitGroup
-	served chan struct{}
+	cfg   SyncConfig
+	nc    *nats.Conn
+	run   Runner
+	types *schema.Resolver // nil: protobuf only
+	log   *slog.Logger
+	slots chan struct{}
+	wg    sync.WaitGroup
 }
 
 // NewSync builds the synchronous intake; types may be nil (no JSON).
@@ -48,11 +47,8 @@ func NewSync(cfg SyncConfig, nc *nats.Conn, run Runner, types *schema.Resolver, 
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 4096
 	}
-	return &Sync{cfg: cfg, nc: nc, run: run, types: types, log: log, slots: make(chan struct{}, cfg.MaxConcurrent), served: make(chan struct{})}
+	return &Sync{cfg: cfg, nc: nc, run: run, types: types, log: log, slots: make(chan struct{}, cfg.MaxConcurrent)}
 }
-
-// Serving is closed once requests are taken.
-func (s *Sync) Serving() <-chan struct{} { return s.served }
 
 // Run takes requests until ctx ends, then stops taking them and lets those running finish.
 func (s *Sync) Run(ctx context.Context) error {
@@ -65,7 +61,6 @@ func (s *Sync) Run(ctx context.Context) error {
 		_ = sub.Unsubscribe()
 		return fmt.Errorf("subscribe to %s: %w", s.cfg.Layout.ProcessSubject(), err)
 	}
-	close(s.served)
 	s.log.Info("taking commands over NATS", "subject", s.cfg.Layout.ProcessSubject(), "queue", s.cfg.Layout.GatewayQueue())
 	<-ctx.Done()
 	_ = sub.Unsubscribe()

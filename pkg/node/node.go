@@ -82,7 +82,6 @@ type Info struct {
 	NATSURL   string // embedded server's TCP URL when it listens
 	Worker    *worker.Worker
 	Projector *readside.Projector // nil unless the projector runs here
-	Intake    *intake.Async       // nil unless the gateway runs here with the intake on
 	// Connect opens another connection to this node's NATS (in-process when embedded), e.g. for tools
 	// and benchmarks that must reach it the way the node does. Valid while the node runs.
 	Connect func(name string) (*nats.Conn, error)
@@ -753,7 +752,6 @@ func (n *node) startIntakes(ctx context.Context, g *errgroup.Group, nc *nats.Con
 		Metrics: n.metrics, DrainTimeout: n.cfg.ShutdownTimeout})
 	g.Go(func() error { return sync.Run(ctx) })
 	g.Go(func() error { return async.Run(ctx) })
-	n.info.Intake = async
 	return closeTypes, nil
 }
 

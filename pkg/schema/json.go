@@ -35,8 +35,3 @@ func (r *Resolver) AnyFromJSON(ctx context.Context, name string, data []byte) (*
 func (r *Resolver) ToJSON(m proto.Message) ([]byte, error) {
 	return protojson.MarshalOptions{Resolver: r}.Marshal(m)
 }
-
-// FromJSON decodes protobuf JSON into m, resolving Any fields.
-func (r *Resolver) FromJSON(data []byte, m proto.Message) error {
-	return protojson.UnmarshalOptions{Resolver: r}.Unmarshal(data, m)
-}
