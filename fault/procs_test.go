@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cosnats/cosnats/internal/loopport"
 )
 
 // bin holds the binaries built for the run (TestMain).
@@ -75,21 +75,14 @@ func cgo(name string) string {
 	return "0"
 }
 
-// freePort is a loopback port nothing listens on (yet), for a child process to bind. It is drawn below
-// Linux's ephemeral range (32768–60999): a port the kernel hands out for outgoing connections — of
-// which a soak makes hundreds of thousands — could be taken between this check and the child's bind.
+// freePort is a loopback port nothing listens on (yet), for a child process to bind.
 func freePort(t testing.TB) int {
 	t.Helper()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		lis, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			_ = lis.Close()
-			return port
-		}
+	port, err := loopport.One()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free loopback port in 20000-31999")
-	return 0
+	return port
 }
 
 // proc is one process of the topology: started, killed, restarted, watched for exits nobody asked for.

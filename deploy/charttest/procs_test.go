@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cosnats/cosnats/internal/loopport"
 )
 
 // proc is a process the test started, with its output in a log file.
@@ -137,15 +138,14 @@ func (ps *procs) dumpOnFailure(t testing.TB) {
 	})
 }
 
-// freePort returns a TCP port on 127.0.0.1 that nothing listens on right now.
+// freePort returns a loopback port nothing listens on right now, never the same one twice.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := loopport.One()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // waitFor polls cond every 100 ms until it returns nil or the deadline passes, then fails the test

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -28,6 +27,7 @@ import (
 	bankv1 "github.com/cosnats/cosnats/examples/bankaccount/gen/bankaccount/v1"
 	cosv1 "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	natsv1 "github.com/cosnats/cosnats/gen/cosnats/v1"
+	"github.com/cosnats/cosnats/internal/loopport"
 )
 
 const (
@@ -384,12 +384,7 @@ func (s *stack) readSideApplied(ctx context.Context) (map[string]applied, error)
 
 // freePort is a TCP port nothing listens on now, for the gateway's published port.
 func freePort() (int, error) {
-	lis, err := net.Listen("tcp", ":0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer lis.Close()
-	return lis.Addr().(*net.TCPAddr).Port, nil
+	return loopport.One()
 }
 
 // randomHex is n random bytes in hex: unique project names and command ids across runs.

@@ -3,14 +3,14 @@ package natsembed
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/cosnats/cosnats/internal/loopport"
 )
 
 // ClusterReadyTimeout bounds how long StartCluster and Restart wait for a cluster to form (or re-form).
@@ -63,7 +63,7 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		name = "cos"
 	}
 	// Client and route ports, fixed for the cluster's life: Restart binds them again.
-	ports, err := freePorts(2 * cfg.Size)
+	ports, err := loopport.Pick(2 * cfg.Size)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS cluster: %w", err)
 	}
@@ -111,32 +111,6 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-// freePorts picks n distinct free loopback ports below Linux's ephemeral range (32768–60999). A killed
-// server binds its ports again on Restart; a port in the ephemeral range may meanwhile have become the
-// local port of any outgoing connection on the machine, and the restarted server could not listen.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	listeners := make([]net.Listener, 0, n)
-	defer func() {
-		for _, lis := range listeners {
-			_ = lis.Close()
-		}
-	}()
-	for try := 0; len(ports) < n; try++ {
-		if try == 10000 {
-			return nil, errors.New("pick a free port: none free in 20000-31999")
-		}
-		port := 20000 + rand.IntN(12000)
-		lis, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		listeners = append(listeners, lis) // held until all are picked, so the n ports are distinct
-		ports = append(ports, port)
-	}
-	return ports, nil
 }
 
 // start starts the i-th server and waits until it accepts connections. The caller holds c.lifecycle
