@@ -215,3 +215,37 @@ func TestCurrentSeesEveryAcknowledgedAppend(t *testing.T) {
 		t.Fatalf("missing entity: %+v, %v", h, err)
 	}
 }
+
+// LastAny on a replicated stream answers from any replica: an entity's head as of some recent append
+// (never something that was not appended), and nothing for an entity without events.
+func TestLastAnyReadsAnyReplica(t *testing.T) {
+	c := costest.StartCluster(t, 3)
+	ctx := context.Background()
+	writer, _ := openOn(t, c.ClientURL(0))
+	k, _ := entity.NewKey("account-any", 9)
+	var seqs []uint64
+	var seq uint64
+	for rev := uint32(1); rev <= 10; rev++ {
+		var err error
+		seq, err = writer.Append(ctx, eventlog.Append{Key: k, ExpectedSeq: seq, CommandID: fmt.Sprint("c", rev), Events: [][]byte{revisionEvent(t, rev)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	for i := range c.Size() {
+		r, _ := openOn(t, c.ClientURL(i))
+		h, err := r.LastAny(ctx, k)
+		if err != nil {
+			t.Fatalf("server %d: %v", i, err)
+		}
+		rev := h.Revision()
+		if rev < 1 || rev > 10 || h.Seq != seqs[rev-1] || h.CommandID != fmt.Sprint("c", rev) {
+			t.Fatalf("server %d: revision %d at %d (%s), not one of the appends", i, rev, h.Seq, h.CommandID)
+		}
+		missing, _ := entity.NewKey("nobody-any", 9)
+		if h, err := r.LastAny(ctx, missing); err != nil || h.Seq != 0 {
+			t.Fatalf("server %d, missing entity: %+v, %v", i, h, err)
+		}
+	}
+}

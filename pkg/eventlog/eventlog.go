@@ -224,6 +224,24 @@ func (l *Log) Last(ctx context.Context, k entity.Key) (Head, error) {
 	return decodeHead(m)
 }
 
+// LastAny reads an entity's head from any replica (a direct get): cheaper than Last on a replicated
+// stream (no JSON, no trip to the leader), but a replica a little behind may answer an older head. Only
+// for a reader whose next step checks the head, like a command, whose append's expected-sequence check
+// refuses a stale head (ErrConflict); it must then read with Last.
+func (l *Log) LastAny(ctx context.Context, k entity.Key) (Head, error) {
+	if l.replicas <= 1 {
+		return l.Last(ctx, k)
+	}
+	m, err := l.stream.GetLastMsgForSubject(ctx, l.layout.EventSubject(k))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Head{}, nil
+	}
+	if err != nil {
+		return Head{}, fmt.Errorf("read last event of %q from any replica: %w", k.ID, err)
+	}
+	return decodeHead(m)
+}
+
 // At reads the event stored at stream sequence seq, which must belong to entity k.
 func (l *Log) At(ctx context.Context, k entity.Key, seq uint64) (Head, error) {
 	m, err := l.get(ctx, GetRequest{Seq: seq})

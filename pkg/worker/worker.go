@@ -72,6 +72,7 @@ func (c Config) Validate() error {
 // Store is the event log as the worker uses it.
 type Store interface {
 	Last(ctx context.Context, k entity.Key) (eventlog.Head, error)
+	LastAny(ctx context.Context, k entity.Key) (eventlog.Head, error) // possibly stale
 	At(ctx context.Context, k entity.Key, seq uint64) (eventlog.Head, error)
 	Append(ctx context.Context, a eventlog.Append) (uint64, error)
 	MaxPayload() int64
@@ -514,17 +515,21 @@ func (w *Worker) prepare(key entity.Key, head eventlog.Head, commandID string, r
 	return app, nil
 }
 
-// load reads an entity's head: from the cache when allowed, else from the event log.
-func (w *Worker) load(ctx context.Context, key entity.Key, cached bool) (eventlog.Head, error) {
-	if cached {
-		h, ok := w.deps.Cache.Get(ctx, key)
-		w.deps.Metrics.CacheRequest(ok)
-		if ok {
-			return h, nil
-		}
+// load reads an entity's head. A first load may be stale — from the cache, else from any replica of
+// the log — because the append's expected-sequence check refuses a stale head; after such a conflict
+// (first = false) it reads from the stream leader, so the retry sees every acknowledged append.
+func (w *Worker) load(ctx context.Context, key entity.Key, first bool) (eventlog.Head, error) {
+	if !first {
+		w.reads.Add(1)
+		return w.deps.Store.Last(ctx, key)
+	}
+	h, ok := w.deps.Cache.Get(ctx, key)
+	w.deps.Metrics.CacheRequest(ok)
+	if ok {
+		return h, nil
 	}
 	w.reads.Add(1)
-	return w.deps.Store.Last(ctx, key)
+	return w.deps.Store.LastAny(ctx, key)
 }
 
 // replay answers a command whose id was already applied with the result it had then. When that result

@@ -33,10 +33,12 @@ import (
 // either after the append really happened (the ack was lost) or instead of it (the request was lost).
 type lostAck struct {
 	*eventlog.Log
-	stored      bool // whether the append reaches the log before the "timeout"
-	passthrough bool // behave like the real log
-	conflict    bool // answer every append with a conflict instead
-	readsFail   bool // every read of the log fails
+	stored      bool           // whether the append reaches the log before the "timeout"
+	passthrough bool           // behave like the real log
+	conflict    bool           // answer every append with a conflict instead
+	readsFail   bool           // every read of the log fails
+	staleAny    *eventlog.Head // what a replica behind the leader answers to LastAny, when set
+	anyReads    int
 }
 
 func (l *lostAck) Last(ctx context.Context, k entity.Key) (eventlog.Head, error) {
@@ -44,6 +46,17 @@ func (l *lostAck) Last(ctx context.Context, k entity.Key) (eventlog.Head, error)
 		return eventlog.Head{}, errors.New("read refused by the test")
 	}
 	return l.Log.Last(ctx, k)
+}
+
+func (l *lostAck) LastAny(ctx context.Context, k entity.Key) (eventlog.Head, error) {
+	if l.readsFail {
+		return eventlog.Head{}, errors.New("read refused by the test")
+	}
+	l.anyReads++
+	if l.staleAny != nil {
+		return *l.staleAny, nil
+	}
+	return l.Log.LastAny(ctx, k)
 }
 
 func (l *lostAck) At(ctx context.Context, k entity.Key, seq uint64) (eventlog.Head, error) {
@@ -231,6 +244,58 @@ func TestStaleCacheIsCorrected(t *testing.T) {
 	}
 	if st := w.Stats(); st.Conflicts != 1 || st.Appends != 1 || st.Reads != 1 {
 		t.Fatalf("stats %+v: the stale read should cost exactly one conflict and one read of the log", st)
+	}
+}
+
+// A worker's first read of an entity may come from a replica that is behind: it costs one conflict and a
+// read from the leader, and the answer is still right — also for a retry of a command the stale head
+// does not show yet.
+func TestStaleReplicaReadIsCorrected(t *testing.T) {
+	r := newRig(t)
+	r.store.stored, r.store.passthrough = true, true
+	if _, err := r.execute(t, "sr", "add:1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := entity.NewKey("sr", 9)
+	old, err := r.log.Last(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.execute(t, "sr", "add:1", "b"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		head    eventlog.Head
+		command string
+		want    uint32 // revision of the answer
+		replay  bool
+	}{
+		{"older head, new command", old, "c", 3, false},
+		{"no head, new command", eventlog.Head{}, "d", 4, false},
+		{"older head, retry of an applied command", old, "b", 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := worker.New(r.cfg, worker.Deps{Conn: r.nc, Store: r.store, Cache: staleCache{}, Handler: r.handlerClient, Logger: costest.Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.w, r.store.staleAny, r.store.anyReads = w, &tc.head, 0
+			resp, err := r.execute(t, "sr", "add:1", tc.command)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetMeta().GetRevisionNumber() != tc.want || costest.Value(resp.GetState()) != int64(tc.want) {
+				t.Fatalf("got revision %d, state %d; want %d", resp.GetMeta().GetRevisionNumber(), costest.Value(resp.GetState()), tc.want)
+			}
+			st := w.Stats()
+			if st.Conflicts != 1 || st.Reads != 2 || r.store.anyReads != 1 || (st.Replays == 1) != tc.replay {
+				t.Fatalf("stats %+v, %d reads from any replica: want one stale read, one conflict, one read from the leader (replay %v)", st, r.store.anyReads, tc.replay)
+			}
+		})
+	}
+	if rev := r.revision(t, "sr"); rev != 4 {
+		t.Fatalf("revision %d after the commands, want 4 (the retry stored nothing)", rev)
 	}
 }
 
