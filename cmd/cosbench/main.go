@@ -30,7 +30,13 @@ import (
 
 func main() {
 	if dir := os.Getenv("COSBENCH_NATS_DIR"); dir != "" {
+		if size := os.Getenv(envNATSCluster); size != "" {
+			os.Exit(serveNATSCluster(dir, size))
+		}
 		os.Exit(serveNATS(dir))
+	}
+	if role := os.Getenv(bench.EnvRole); role == bench.RoleFloorFront || role == bench.RoleFloorBack {
+		os.Exit(serveFloor())
 	}
 	if os.Getenv("COSBENCH_WORKER") == "1" {
 		os.Exit(serveWorker())
@@ -50,19 +56,26 @@ func run(ctx context.Context) error {
 	flag.DurationVar(&o.Warmup, "warmup", 2*time.Second, "unmeasured warm-up per measurement")
 	flag.IntVar(&o.Entities, "entities", 10000, "entities of the many-entities scenarios")
 	flag.IntVar(&o.ScaleEntities, "scale", 1000000, "entities of the scale scenario (0 skips it)")
-	flag.BoolVar(&o.Replication, "replication", true, "run the sync-always and R3 setups")
+	flag.BoolVar(&o.Replication, "replication", true, "run the sync-always and R3 setups (scenarios 8 and 11)")
 	flag.StringVar(&o.NATSURL, "nats", os.Getenv("COS_NATS_URL"), "external NATS for scenarios 1-6 (default: embedded)")
 	quick := flag.Bool("quick", false, "short run: 2s per measurement, 20,000 entities at scale")
 	conc := flag.String("c", "1,8,64,256", "closed-loop concurrencies of scenario 1")
 	only := flag.String("only", "", "comma-separated scenario numbers to run (default all)")
 	flag.Float64Var(&o.AssumedMax, "max", 8000, "maximum rate for the open-loop scenarios when scenario 1 is not run")
-	flag.StringVar(&o.Measure, "measure", "both", "what scenarios 1 and 4 measure: both, ours or floor (one alone, e.g. to profile it)")
+	setups := flag.String("setups", "", "comma-separated setups of scenario 8 to run: r1-sync, r3, r3-sync (default all)")
+	flag.StringVar(&o.Measure, "measure", "both", "what scenarios 1, 4 and 8 measure: both, ours or floor (one alone, e.g. to profile it)")
 	flag.Func("env", "extra COS_* setting for the system, KEY=VALUE (repeatable)", func(v string) error {
 		o.Env = append(o.Env, v)
 		return nil
 	})
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	check := flag.Bool("check", false, "live check (about a minute): ours against the floor at c=64 in each of -check-setups; exits 1 if a ratio is under -min-ratio")
+	minRatio := flag.Float64("min-ratio", 0.8, "with -check: the lowest acceptable ratio of ours to the floor")
+	checkSetups := flag.String("check-setups", "r1,r3,distributed-r1", "with -check: setups to compare (r1, r3, distributed-r1, distributed-r3)")
 	flag.Parse()
+	if *check {
+		return runCheck(ctx, checkConfig{minRatio: *minRatio, setups: strings.Split(*checkSetups, ","), env: o.Env, entities: o.Entities, out: *out})
+	}
 	o.Concurrency = nil
 	for _, c := range strings.Split(*conc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(c))
@@ -75,6 +88,9 @@ func run(ctx context.Context) error {
 	case "both", "ours", "floor":
 	default:
 		return fmt.Errorf("-measure: %q is not both, ours or floor", o.Measure)
+	}
+	if *setups != "" {
+		o.Setups = strings.Split(*setups, ",")
 	}
 	if *only != "" {
 		o.Only = strings.Split(*only, ",")
@@ -100,6 +116,7 @@ func run(ctx context.Context) error {
 	defer os.RemoveAll(tmp)
 	o.Dir = tmp
 	o.ChildNATS, o.ChildWorker = childNATS, childWorker
+	o.Children = selfChildren{}
 	report, err := bench.Run(ctx, o)
 	if err != nil {
 		return err

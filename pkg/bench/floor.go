@@ -19,6 +19,7 @@ import (
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/pkg/entity"
+	"github.com/cosnats/cosnats/pkg/layout"
 )
 
 // Floor is the irreducible work of one command, for comparison: a gRPC server whose ProcessCommand
@@ -43,12 +44,17 @@ type floorEntity struct {
 // FloorStream is the stream the floor appends to (beside the system's own, on the same server).
 const FloorStream = "FLOOR"
 
-// StartFloor serves the floor on a loopback port and returns its address and a stop function.
+// StartFloor serves the floor on a loopback port and returns its address and a stop function. On
+// replicated streams it first places the leaders of the floor's and the system's streams on
+// LeaderServer.
 func StartFloor(ctx context.Context, js jetstream.JetStream, handlerAddr string, replicas int) (string, func(), error) {
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: FloorStream, Subjects: []string{"floor.>"}, Storage: jetstream.FileStorage, Replicas: replicas,
-	}); err != nil {
-		return "", nil, fmt.Errorf("floor stream: %w", err)
+	if err := createFloorStream(ctx, js, replicas); err != nil {
+		return "", nil, err
+	}
+	if replicas > 1 {
+		if err := PlaceLeaders(ctx, js, LeaderServer, layout.Default().EventStream(), FloorStream); err != nil {
+			return "", nil, err
+		}
 	}
 	conn, err := grpc.NewClient(handlerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -64,6 +70,17 @@ func StartFloor(ctx context.Context, js jetstream.JetStream, handlerAddr string,
 	cospb.RegisterChiefOfStateServiceServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	return lis.Addr().String(), func() { srv.Stop(); _ = conn.Close() }, nil
+}
+
+// createFloorStream creates (or updates) the floor's stream, for the in-process floor and the
+// distributed one alike.
+func createFloorStream(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: FloorStream, Subjects: []string{"floor.>"}, Storage: jetstream.FileStorage, Replicas: replicas,
+	}); err != nil {
+		return fmt.Errorf("floor stream: %w", err)
+	}
+	return nil
 }
 
 func (f *Floor) entity(token string) *floorEntity {

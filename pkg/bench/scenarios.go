@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -28,12 +29,16 @@ type Options struct {
 	ChildNATS     func(dir string) (url string, pid int, stop func(), err error) // a nats-server in its own process, for memory readings
 	ChildWorker   func(env []string) (pid int, stop func(), err error)           // a worker in its own process (env: its COS_* settings)
 	Log           func(format string, args ...any)
+	// Children starts the child processes of scenario 11 (distributed); nil skips it.
+	Children Children
 	// Only, when not empty, lists the scenarios to run by number ("1", "2", … as in BENCHMARKS.md).
 	Only []string
 	// Env are extra COS_* settings for every system started.
 	Env []string
 	// AssumedMax is the maximum rate used by the open-loop scenarios when scenario 1 does not run.
 	AssumedMax float64
+	// Setups, when not empty, limits scenario 8 to these of its setups: "r1-sync", "r3", "r3-sync".
+	Setups []string
 	// Measure is what scenarios 1 and 4 measure: "both" (or empty), "ours" or "floor" — one alone,
 	// to profile it or to see it without the other's effects on the process.
 	Measure string
@@ -80,7 +85,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	defer closeFloor()
 
-	// 1 + 9: many entities, and the floor at the same concurrency.
+	// 1 + 9: many entities, and the floor at the same concurrency, from the steady state: every entity
+	// has been written once (a worker reads an entity's head from the log at its first command; the
+	// floor, which assumes it is the only writer, never does).
+	if o.want("1") {
+		if o.ours() {
+			prime(ctx, sys.Client, "e-", o.Entities)
+		}
+		if o.floor() {
+			prime(ctx, floor, "f-", o.Entities)
+		}
+	}
 	var maxRate float64
 	for _, c := range o.Concurrency {
 		if !o.want("1") {
@@ -119,11 +134,21 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		add(res)
 	}
 
-	// 3: multi-event commands.
+	// 3: multi-event commands (one atomic batch each), here on R1 and below on R3.
 	if o.want("3") {
 		res := ClosedLoop(ctx, "ProcessCommand, 10 events per command", "c=64", 64, o.Warmup, o.Duration, processOp(sys.Client, "m-", o.Entities, 10))
 		res.Extra = map[string]float64{"events_per_sec": res.OpsPerSec * 10}
 		add(res)
+	}
+	if o.want("3") && o.Replication && o.NATSURL == "" {
+		r3, err := Start(ctx, Setup{Dir: filepath.Join(o.Dir, "multi-r3"), Replicas: 3, Env: o.Env})
+		if err != nil {
+			return nil, fmt.Errorf("start the R3 system of scenario 3: %w", err)
+		}
+		res := ClosedLoop(ctx, "ProcessCommand, 10 events per command", "c=64, R3", 64, o.Warmup, o.Duration, processOp(r3.Client, "m-", o.Entities, 10))
+		res.Extra = map[string]float64{"events_per_sec": res.OpsPerSec * 10}
+		add(res)
+		r3.Close()
 	}
 
 	// 4: open loop at fixed fractions of the measured maximum, on entities that already exist: a
@@ -174,13 +199,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			{Replicas: 3},
 			{Replicas: 3, SyncAlways: true},
 		} {
+			if name := set.name(); len(o.Setups) > 0 && !slices.Contains(o.Setups, name) {
+				continue
+			}
 			set.Dir, set.Env = filepath.Join(o.Dir, fmt.Sprintf("r%d-sync%v", set.Replicas, set.SyncAlways)), o.Env
 			ours, fl, err := measureSetup(ctx, set, o)
 			if err != nil {
 				return nil, err
 			}
-			add(ours)
-			add(fl)
+			if o.ours() {
+				add(ours)
+			}
+			if o.floor() {
+				add(fl)
+			}
 		}
 	}
 
@@ -192,6 +224,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		for _, res := range results {
 			add(res)
+		}
+	}
+
+	// 11: gateways, workers and a projector as separate processes over NATS, beside a floor that
+	// crosses NATS once.
+	if o.Children != nil && o.want("11") {
+		if err := distributed(ctx, o, add); err != nil {
+			return nil, err
 		}
 	}
 
@@ -286,10 +326,40 @@ func measureSetup(ctx context.Context, set Setup, o Options) (Result, Result, er
 	}
 	defer closeFloor()
 	mode := fmt.Sprintf("c=64, R%d, sync %s", set.Replicas, map[bool]string{true: "always", false: "default"}[set.SyncAlways])
-	ours := ClosedLoop(ctx, "ProcessCommand, many entities", mode, 64, o.Warmup, o.Duration, processOp(sys.Client, "e-", o.Entities, 1))
-	fl := ClosedLoop(ctx, "Floor (irreducible work)", mode, 64, o.Warmup, o.Duration, processOp(floor, "f-", o.Entities, 1))
-	ours.Extra = map[string]float64{"ratio_to_floor": ours.OpsPerSec / fl.OpsPerSec}
+	var ours, fl, firstOurs, firstFloor Result
+	if o.ours() {
+		firstOurs = prime(ctx, sys.Client, "e-", o.Entities)
+		ours = ClosedLoop(ctx, "ProcessCommand, many entities", mode, 64, o.Warmup, o.Duration, processOp(sys.Client, "e-", o.Entities, 1))
+	}
+	if o.floor() {
+		firstFloor = prime(ctx, floor, "f-", o.Entities)
+		fl = ClosedLoop(ctx, "Floor (irreducible work)", mode, 64, o.Warmup, o.Duration, processOp(floor, "f-", o.Entities, 1))
+	}
+	if fl.OpsPerSec > 0 {
+		ours.Extra = map[string]float64{"ratio_to_floor": ours.OpsPerSec / fl.OpsPerSec}
+	}
+	// Each entity's first command: ours reads the entity's head from the log (it cannot know the entity
+	// is new), the floor does not.
+	ours.Extra = setExtra(ours.Extra, "first_command_per_sec", firstOurs.OpsPerSec)
+	if firstFloor.OpsPerSec > 0 {
+		ours.Extra["first_command_ratio_to_floor"] = firstOurs.OpsPerSec / firstFloor.OpsPerSec
+	}
 	return ours, fl, nil
+}
+
+func setExtra(m map[string]float64, k string, v float64) map[string]float64 {
+	if m == nil {
+		m = map[string]float64{}
+	}
+	m[k] = v
+	return m
+}
+
+// prime writes one command to each of n entities at c=64, so that a measurement that follows sees the
+// steady state rather than each entity's first command (for which a worker reads the log). The result
+// is that first command's cost.
+func prime(ctx context.Context, c cospb.ChiefOfStateServiceClient, prefix string, n int) Result {
+	return ClosedLoop(ctx, "prime", "", 64, 0, 24*time.Hour, limitOps(n, processOp(c, prefix, n, 1)))
 }
 
 // heapInUse is this process's live heap after a full collection, in MiB.

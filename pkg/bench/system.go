@@ -32,6 +32,15 @@ type Setup struct {
 	Env        []string // extra COS_* settings for the node, e.g. COS_DISABLE_SNAPSHOT=true
 }
 
+// name is the setup's short name in cosbench's -setups flag: r1, r1-sync, r3, r3-sync.
+func (s Setup) name() string {
+	n := fmt.Sprintf("r%d", max(s.Replicas, 1))
+	if s.SyncAlways {
+		n += "-sync"
+	}
+	return n
+}
+
 // Mode describes the setup in words for the report.
 func (s Setup) Mode() string {
 	where := "embedded single process (NATS, gateway, worker" + map[bool]string{true: ", projector", false: ""}[s.ReadSide] + " and handlers in one process)"
@@ -85,9 +94,10 @@ func serveGRPC(register func(*grpc.Server)) (string, func(), error) {
 // side, and one node with every role, all in this process.
 func Start(ctx context.Context, set Setup) (sys *System, err error) {
 	sys = &System{Setup: set, ReadSide: &NoopReadSide{}}
+	started := sys // the error returns below set sys to nil: close what was started
 	defer func() {
 		if err != nil {
-			sys.Close()
+			started.Close()
 		}
 	}()
 	handler, stop, err := serveGRPC(func(s *grpc.Server) { cospb.RegisterWriteSideHandlerServiceServer(s, NoopHandler{}) })
@@ -101,6 +111,7 @@ func Start(ctx context.Context, set Setup) (sys *System, err error) {
 		"COS_WRITE_SIDE_HOST=" + host, "COS_WRITE_SIDE_PORT=" + port,
 		"COS_DATA_DIR=" + filepath.Join(set.Dir, "nats"),
 		"LOG_LEVEL=ERROR",
+		"COS_METRICS_ADDRESS=", // no listener: two systems may run at once (the registry still counts)
 	}
 	natsURL := set.NATSURL
 	if natsURL == "" && set.Replicas > 1 {
@@ -109,7 +120,7 @@ func Start(ctx context.Context, set Setup) (sys *System, err error) {
 			return nil, err
 		}
 		sys.closers = append(sys.closers, c.Shutdown)
-		natsURL = c.URLList()
+		natsURL = c.ClientURL(connServer)
 	}
 	if natsURL != "" {
 		env = append(env, "COS_NATS_URL="+natsURL, "COS_NATS_REPLICAS="+strconv.Itoa(max(set.Replicas, 1)))
@@ -175,4 +186,42 @@ func runNode(ctx context.Context, cfg config.Config, roles node.Roles) (node.Inf
 		cancel()
 		return node.Info{}, nil, errors.New("node did not start within 60s")
 	}
+}
+
+// LeaderServer is where a replicated setup's stream leaders are placed, and benchConnServer the server
+// every connection of the benchmark uses: every append crosses a route to the leader, as it does for
+// two of three clients of a real 3-node cluster. Left to chance, ours and the floor would each find
+// their leader on their own server or not, and their ratio would measure that.
+const (
+	LeaderServer = "cos-1"
+	connServer   = 0 // index of the server the connections use
+)
+
+// PlaceLeaders moves the leaders of the streams to the server named server and waits until they are
+// there.
+func PlaceLeaders(ctx context.Context, js jetstream.JetStream, server string, streams ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, name := range streams {
+		for {
+			s, err := js.Stream(ctx, name)
+			if err != nil {
+				return fmt.Errorf("place the leader of %s: %w", name, err)
+			}
+			if cl := s.CachedInfo().Cluster; cl != nil && cl.Leader == server {
+				break
+			} else if cl != nil && cl.Leader != "" {
+				body := fmt.Sprintf(`{"placement":{"preferred":%q}}`, server)
+				// An answer that the step-down is under way, or an error while the group elects: either
+				// way the loop looks again.
+				_, _ = js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.LEADER.STEPDOWN."+name, []byte(body))
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("place the leader of %s on %s: %w", name, server, ctx.Err())
+			case <-time.After(100 * time.Millisecond): // polling a cluster's election, not a test
+			}
+		}
+	}
+	return nil
 }
