@@ -27,6 +27,7 @@ import (
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/internal/loopport"
+	"github.com/cosnats/cosnats/pkg/layout"
 )
 
 // Scenario 11, "distributed": gateways, workers (and a projector) as separate OS processes — the
@@ -611,6 +612,9 @@ func runDistSetup(ctx context.Context, s *distSetup, open bool, add func(Result)
 			return 0, err
 		}
 	}
+	if err := s.placeEventLeader(ctx); err != nil {
+		return 0, err
+	}
 	openRate := 0.0
 	if open {
 		openRate = -1
@@ -670,10 +674,31 @@ func (s *distSetup) startNATS(ctx context.Context) (string, error) {
 	if _, err := s.ps.start(ctx, "nats", "nats", s.o.Children.NATS(filepath.Join(s.dir, "nats"), s.replicas), readLine(&url)); err != nil {
 		return "", err
 	}
-	return url, nil
+	// Every process connects to the first server, and the stream leaders are placed on another (see
+	// LeaderServer): ours and the floor cross the same routes.
+	first, _, _ := strings.Cut(url, ",")
+	return first, nil
 }
 
-// floorStream creates the floor's stream with the setup's replicas.
+// placeEventLeader places the event stream's leader on LeaderServer when it is replicated.
+func (s *distSetup) placeEventLeader(ctx context.Context) error {
+	if s.replicas <= 1 {
+		return nil
+	}
+	nc, err := nats.Connect(s.url, nats.Name("cosbench"))
+	if err != nil {
+		return fmt.Errorf("place the event stream's leader: connect: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("place the event stream's leader: %w", err)
+	}
+	return PlaceLeaders(ctx, js, LeaderServer, layout.Default().EventStream())
+}
+
+// floorStream creates the floor's stream with the setup's replicas and, when replicated, places its
+// leader and that of the event stream on LeaderServer.
 func (s *distSetup) floorStream(ctx context.Context) error {
 	nc, err := nats.Connect(s.url, nats.Name("cosbench"))
 	if err != nil {
@@ -684,7 +709,13 @@ func (s *distSetup) floorStream(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("floor stream: %w", err)
 	}
-	return createFloorStream(ctx, js, s.replicas)
+	if err := createFloorStream(ctx, js, s.replicas); err != nil {
+		return err
+	}
+	if s.replicas > 1 {
+		return PlaceLeaders(ctx, js, LeaderServer, layout.Default().EventStream(), FloorStream)
+	}
+	return nil
 }
 
 // distReadSide runs R1, 1 gateway × 1 worker, with a projector delivering to a no-op read side in this
