@@ -95,6 +95,9 @@ func run(ctx context.Context) error {
 	if *only != "" {
 		o.Only = strings.Split(*only, ",")
 	}
+	if addr := os.Getenv("COSBENCH_PPROF"); addr != "" {
+		go func() { _ = http.ListenAndServe(addr, nil) }() // net/http/pprof: a heap profile during a run
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {

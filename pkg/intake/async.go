@@ -283,7 +283,16 @@ func (a *Async) session(ctx context.Context, delivered uint64) (string, bool) {
 			if why != nil {
 				continue
 			}
-			switch ev, reason := pl.Receive(m, time.Now()); ev {
+			ev, reason := pl.Receive(m, time.Now())
+			// Pull again as soon as the outstanding pulls run low, not at the next tick (which would
+			// cap the intake at one batch per 100 ms).
+			if ev == pinpull.Delivery {
+				if err := pl.Maintain(time.Now()); err != nil {
+					stop(err.Error(), false, true)
+					continue
+				}
+			}
+			switch ev {
 			case pinpull.LostPin:
 				stop("another gateway holds the intake", true, true)
 			case pinpull.Broken:

@@ -399,7 +399,16 @@ func (s *shardRunner) session(ctx context.Context) sessionEnd {
 			if end != nil {
 				continue // delivered again after the reset
 			}
-			switch ev, why := pl.Receive(m, time.Now()); ev {
+			ev, why := pl.Receive(m, time.Now())
+			// Pull again as soon as the outstanding pulls run low, not at the next tick: waiting for
+			// the tick capped delivery at one batch per shard per 100 ms.
+			if ev == pinpull.Delivery && failed == nil {
+				if err := pl.Maintain(time.Now()); err != nil {
+					stop(sessionEnd{why: err.Error()}, true)
+					continue
+				}
+			}
+			switch ev {
 			case pinpull.LostPin:
 				stop(sessionEnd{why: "another replica holds the pin", lostPin: true}, true)
 			case pinpull.Broken:
