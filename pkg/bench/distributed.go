@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -494,14 +495,55 @@ func distOp(clients []cospb.ChiefOfStateServiceClient, prefix string, n int) Op 
 
 // distSetup is what one setup of scenario 11 shares.
 type distSetup struct {
-	o        Options
-	bin      string // directory of the built binaries
-	handler  string // the no-op write handler, host:port
-	replicas int
-	n        int    // gateways = workers (fronts = backs)
-	dir      string // stores and logs
-	ps       *procs
-	url      string // NATS client URLs
+	o             Options
+	bin           string // directory of the built binaries
+	handler       string // the no-op write handler, host:port
+	replicas      int
+	n             int    // gateways = workers (fronts = backs)
+	dir           string // stores and logs
+	ps            *procs
+	url           string   // NATS client URLs
+	workerMetrics []string // the workers' metrics listeners, host:port
+}
+
+// conflicts sums cos_append_conflicts_total over the workers: appends the expected-sequence check
+// refused (a worker's cached head was stale: another worker had appended since).
+func (s *distSetup) conflicts(ctx context.Context) float64 {
+	var sum float64
+	for _, addr := range s.workerMetrics {
+		sum += scrapeCounter(ctx, addr, "cos_append_conflicts_total")
+	}
+	return sum
+}
+
+// scrapeCounter reads one counter (summed over its labels) from a Prometheus text endpoint; 0 when it
+// cannot.
+func scrapeCounter(ctx context.Context, addr, name string) float64 {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0
+	}
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
 
 func plural(n int, one string) string {
@@ -533,6 +575,9 @@ func (s *distSetup) startNode(ctx context.Context, role string, i int, extra ...
 	cmd := exec.Command(filepath.Join(s.bin, role))
 	cmd.Env = s.env(append([]string{"COS_PORT=" + strconv.Itoa(ports[0]), "COS_METRICS_ADDRESS=" + metrics}, extra...)...)
 	_, err = s.ps.start(ctx, role, fmt.Sprintf("%s-%d", role, i), cmd, readyz(metrics))
+	if err == nil && role == "worker" {
+		s.workerMetrics = append(s.workerMetrics, metrics)
+	}
 	return grpcAddr, err
 }
 
@@ -563,9 +608,12 @@ func (s *distSetup) measure(ctx context.Context, scenario, variant string, clien
 	op := distOp(clients, prefix, o.Entities)
 	ClosedLoop(ctx, "prime", "", 64, 0, 24*time.Hour, limitOps(o.Entities, op))
 	ClosedLoop(ctx, "warm-up", "", 64, 0, o.Warmup, op)
-	before := s.ps.sample()
+	before, conflicts := s.ps.sample(), s.conflicts(ctx)
 	closed = ClosedLoop(ctx, scenario, fmt.Sprintf("c=64, %s", variant), 64, 0, o.Duration, op)
 	cpuExtra(&closed, before, s.ps.sample())
+	if len(s.workerMetrics) > 0 && closed.Ops > 0 {
+		closed.Extra["conflicts_per_command"] = (s.conflicts(ctx) - conflicts) / float64(closed.Ops)
+	}
 	if open < 0 { // half of this closed loop's rate
 		open = closed.OpsPerSec / 2
 	}
@@ -622,6 +670,7 @@ func runDistSetup(ctx context.Context, s *distSetup, open bool, add func(Result)
 	ours, oursOpen := s.measure(ctx, "Distributed: ProcessCommand", topo, clients, "e-", openRate)
 	closeClients()
 	s.ps.stop("gateway", "worker")
+	s.workerMetrics = nil
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}

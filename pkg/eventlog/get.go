@@ -38,8 +38,9 @@ const defaultRequestTimeout = 5 * time.Second
 
 // LeaderGet reads one message of a stream through the JSON API, which only the stream's leader
 // answers. nats.go would use a direct get (any replica, possibly behind) whenever the stream allows
-// them; the readers that must see every acknowledged append (a worker's load, a command's original
-// result, an operator's skip) come here instead. A missing message is jetstream.ErrMsgNotFound.
+// them; the readers that must see every acknowledged append (a worker's reload after a conflict, a
+// command's original result, an operator's skip) come here instead. A missing message is
+// jetstream.ErrMsgNotFound.
 func LeaderGet(ctx context.Context, nc *nats.Conn, stream string, req GetRequest) (*jetstream.RawStreamMsg, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
