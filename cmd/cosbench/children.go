@@ -66,10 +66,5 @@ func serveNATSCluster(dir string, size string) int {
 		fmt.Fprintln(os.Stderr, "nats cluster:", err)
 		return 1
 	}
-	fmt.Println(c.URLList())
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
-	c.Shutdown()
-	return 0
+	return announceUntilSignal(c.URLList(), c.Shutdown)
 }

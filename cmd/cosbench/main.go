@@ -218,10 +218,15 @@ func serveNATS(dir string) int {
 		fmt.Fprintln(os.Stderr, "nats-server:", err)
 		return 1
 	}
-	fmt.Println(srv.ClientURL())
+	return announceUntilSignal(srv.ClientURL(), srv.Shutdown)
+}
+
+// announceUntilSignal prints the child's client URL(s) for its parent, then serves until SIGTERM.
+func announceUntilSignal(url string, shutdown func()) int {
+	fmt.Println(url)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
-	srv.Shutdown()
+	shutdown()
 	return 0
 }
