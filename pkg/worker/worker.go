@@ -103,7 +103,8 @@ type Stats struct {
 	Appends   uint64 // successful appends
 	Conflicts uint64 // appends rejected by the expected-sequence check
 	Replays   uint64 // commands answered from the log because their id was already applied
-	Reads     uint64 // entity heads read from the event log (cache misses and conflicts)
+	Reads     uint64 // entity heads read from the event log (cache misses, conflicts, confirmations)
+	Stale     uint64 // commands decided again because a refusal or no-op rested on an outdated head
 }
 
 // Worker executes commands. Create with New, start with Run.
@@ -111,12 +112,12 @@ type Worker struct {
 	cfg  Config
 	deps Deps
 
-	commands, appends, conflicts, replays, reads atomic.Uint64
-	inflight                                     atomic.Int64 // accepted, not yet answered
-	subscribed                                   chan struct{}
-	q                                            *serializer
-	tracer                                       trace.Tracer
-	processSpan, appendSpan                      string // span names
+	commands, appends, conflicts, replays, reads, stale atomic.Uint64
+	inflight                                            atomic.Int64 // accepted, not yet answered
+	subscribed                                          chan struct{}
+	q                                                   *serializer
+	tracer                                              trace.Tracer
+	processSpan, appendSpan                             string // span names
 }
 
 // ErrStopped is returned by Dispatch when the worker does not run (any more): the command was not
@@ -153,7 +154,7 @@ func (w *Worker) Subscribed() <-chan struct{} { return w.subscribed }
 
 // Stats returns the counters so far.
 func (w *Worker) Stats() Stats {
-	return Stats{Commands: w.commands.Load(), Appends: w.appends.Load(), Conflicts: w.conflicts.Load(), Replays: w.replays.Load(), Reads: w.reads.Load()}
+	return Stats{Commands: w.commands.Load(), Appends: w.appends.Load(), Conflicts: w.conflicts.Load(), Replays: w.replays.Load(), Reads: w.reads.Load(), Stale: w.stale.Load()}
 }
 
 // Run serves commands until ctx ends, then drains: it stops taking commands from NATS (those already
@@ -400,6 +401,10 @@ func (w *Worker) execute(base context.Context, subject string, req *natspb.Comma
 		PersistedHeaders:  req.GetPersistedHeaders(),
 	}
 	head, err := w.load(ctx, key, true)
+	// A head from the cache or from any replica may be stale. An append's expected-sequence check
+	// catches that; a handler's refusal or a command without events never reaches one, so before either
+	// is answered the head is confirmed from the stream leader (leader).
+	leader := false
 	for attempt := 0; ; attempt++ {
 		if err != nil {
 			code := codes.Unavailable
@@ -416,6 +421,21 @@ func (w *Worker) execute(base context.Context, subject string, req *natspb.Comma
 			prior = command.FreshPrior(key.ID)
 		}
 		res, err := command.Run(ctx, w.deps.Handler, w.cfg.Rules, prior, creq)
+		// (A command whose deadline passed is answered with that; no state decided it.)
+		if (err != nil || len(res.Events) == 0) && !leader && ctx.Err() == nil {
+			fresh, lerr := w.load(ctx, key, false)
+			if lerr != nil {
+				return nil, false, w.unchecked(ctx, req, codes.Unavailable, "confirming the entity's state failed", lerr)
+			}
+			leader = true
+			if fresh.Seq != head.Seq {
+				// The handler decided on an outdated state: decide again on the current one.
+				w.stale.Add(1)
+				w.deps.Cache.Forget(key)
+				head = fresh
+				continue
+			}
+		}
 		if err != nil {
 			return nil, false, err
 		}
@@ -448,6 +468,7 @@ func (w *Worker) execute(base context.Context, subject string, req *natspb.Comma
 					"entity %q changed concurrently %d times in a row; nothing was persisted, retry the command", key.ID, attempt+1)
 			}
 			head, err = w.load(ctx, key, false)
+			leader = true
 			continue
 		}
 		return w.settle(base, key, req.GetCommandId(), aerr)

@@ -299,6 +299,75 @@ func TestStaleReplicaReadIsCorrected(t *testing.T) {
 	}
 }
 
+// A command that stores nothing — a no-op or the handler's refusal — never meets the expected-sequence
+// check, so a stale head (from the cache or a replica behind) must not decide it: the worker confirms
+// the head with the leader and decides again on the current state. A fresh head costs one read more and
+// changes nothing.
+func TestStaleHeadNeverDecidesACommandWithoutEvents(t *testing.T) {
+	r := newRig(t)
+	r.store.stored, r.store.passthrough = true, true
+	for _, c := range []string{"a", "b"} {
+		if _, err := r.execute(t, "nx", "add:1", c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, _ := entity.NewKey("nx", 9)
+	current, err := r.log.Last(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		any       *eventlog.Head // what LastAny answers
+		cache     eventlog.Head  // what the cache holds (Seq 0: nothing)
+		cmd       string
+		wantCode  codes.Code
+		wantStale uint64
+		wantReads uint64
+	}{
+		{"replica behind, no-op", &eventlog.Head{}, eventlog.Head{}, "noop", codes.OK, 1, 2},
+		{"replica behind, refusal", &eventlog.Head{}, eventlog.Head{}, "bad", codes.InvalidArgument, 1, 2},
+		{"stale cache, no-op", nil, firstRevision(t, r, key), "noop", codes.OK, 1, 1},
+		{"current replica, no-op", &current, eventlog.Head{}, "noop", codes.OK, 0, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w, err := worker.New(r.cfg, worker.Deps{Conn: r.nc, Store: r.store, Cache: staleCache{head: tc.cache}, Handler: r.handlerClient, Logger: costest.Logger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.w, r.store.staleAny = w, tc.any
+			resp, err := r.execute(t, "nx", tc.cmd, "")
+			if status.Code(err) != tc.wantCode {
+				t.Fatalf("got %v, want %v", err, tc.wantCode)
+			}
+			if tc.wantCode == codes.OK && (resp.GetMeta().GetRevisionNumber() != 2 || costest.Value(resp.GetState()) != 2) {
+				t.Fatalf("a no-op answered revision %d, state %d: not the current revision 2", resp.GetMeta().GetRevisionNumber(), costest.Value(resp.GetState()))
+			}
+			if st := w.Stats(); st.Stale != tc.wantStale || st.Reads != tc.wantReads || st.Appends != 0 {
+				t.Fatalf("stats %+v: want %d decided again, %d reads, no append", st, tc.wantStale, tc.wantReads)
+			}
+		})
+	}
+	if rev := r.revision(t, "nx"); rev != 2 {
+		t.Fatalf("revision %d, want 2: nothing may be stored", rev)
+	}
+}
+
+// firstRevision is entity k's head at its first event, read from the log.
+func firstRevision(t *testing.T, r *rig, k entity.Key) eventlog.Head {
+	t.Helper()
+	h, err := r.log.Last(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for h.Revision() > 1 {
+		if h, err = r.log.At(context.Background(), k, h.Seq-1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h
+}
+
 // A command id that was already applied but whose result cannot be read is not "nothing persisted":
 // the caller hears UNKNOWN and retries.
 func TestReplayThatCannotReadTheResultIsUnknown(t *testing.T) {
