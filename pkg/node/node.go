@@ -646,9 +646,10 @@ func (n *node) startGateway() (*gatewayServer, error) {
 	healthpb.RegisterHealthServer(srv, gs.health)
 	// The operator's services: on the main port as in COS, or only on the admin listener.
 	adminSrv := srv
+	var alis net.Listener
 	if cfg.AdminAddress != "" {
-		alis, err := net.Listen("tcp", cfg.AdminAddress)
-		if err != nil {
+		var err error
+		if alis, err = net.Listen("tcp", cfg.AdminAddress); err != nil {
 			_ = lis.Close()
 			return nil, fmt.Errorf("listen on %s (COS_ADMIN_ADDRESS): %w", cfg.AdminAddress, err)
 		}
@@ -656,16 +657,19 @@ func (n *node) startGateway() (*gatewayServer, error) {
 		adminSrv = grpc.NewServer(sopts...)
 		healthpb.RegisterHealthServer(adminSrv, gs.health)
 		gs.admin, gs.adminCh = adminSrv, make(chan error, 1)
-		go func() {
-			n.log.Info("admin services serving", "addr", n.info.AdminAddr)
-			gs.adminCh <- adminSrv.Serve(alis)
-		}()
 	}
 	cospb.RegisterReadSideManagerServiceServer(adminSrv, gs.mgr)
 	natspb.RegisterReadSideStatusServiceServer(adminSrv, gs.mgr)
 	gs.intake = intake.NewStatus(n.lay, cfg.Intake.Enabled)
 	natspb.RegisterIntakeServiceServer(adminSrv, gs.intake)
 	reflection.Register(adminSrv)
+	if alis != nil {
+		// Only once every service is registered: grpc-go refuses (fatally) a registration after Serve.
+		go func() {
+			n.log.Info("admin services serving", "addr", n.info.AdminAddr)
+			gs.adminCh <- adminSrv.Serve(alis)
+		}()
+	}
 	n.health.OnChange(func(ready bool) {
 		s := healthpb.HealthCheckResponse_NOT_SERVING
 		if ready {
