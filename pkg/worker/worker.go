@@ -537,8 +537,9 @@ func (w *Worker) prepare(key entity.Key, head eventlog.Head, commandID string, r
 }
 
 // load reads an entity's head. A first load may be stale — from the cache, else from any replica of
-// the log — because the append's expected-sequence check refuses a stale head; after such a conflict
-// (first = false) it reads from the stream leader, so the retry sees every acknowledged append.
+// the log — because the append's expected-sequence check refuses a stale head. After such a conflict,
+// and to confirm the head of a command that stores nothing (first = false), it reads from the stream
+// leader, which has every acknowledged append.
 func (w *Worker) load(ctx context.Context, key entity.Key, first bool) (eventlog.Head, error) {
 	if !first {
 		w.reads.Add(1)
