@@ -3,17 +3,11 @@ package charttest
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -35,6 +29,7 @@ import (
 
 	cosv1 "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	cosnatsv1 "github.com/cosnats/cosnats/gen/cosnats/v1"
+	"github.com/cosnats/cosnats/internal/testpki"
 	"github.com/cosnats/cosnats/pkg/natsperm"
 )
 
@@ -54,12 +49,12 @@ func TestHardenedWiring(t *testing.T) {
 	bin := buildBinaries(t)
 
 	// The PKI: one CA per Secret of CAs the values name, so a certificate from the wrong one fails.
-	natsCA, gatewayCA, clientsCA, handlersCA := newTestCA(t, "nats"), newTestCA(t, "gateway"), newTestCA(t, "clients"), newTestCA(t, "handlers")
-	natsCert := natsCA.issue(t, "nats", true, "nats.nats.svc")
-	gatewayCert := gatewayCA.issue(t, "gateway", true, "cos-cosnats-gateway.ledger.svc")
-	clientCert := clientsCA.issue(t, "api-client", false)
-	handlerServer := handlersCA.issue(t, "bank-handlers", true, "bank-handler.bank.svc", "bank-readside.bank.svc")
-	handlerClient := handlersCA.issue(t, "cos", false)
+	natsCA, gatewayCA, clientsCA, handlersCA := testpki.NewCA(t, "nats"), testpki.NewCA(t, "gateway"), testpki.NewCA(t, "clients"), testpki.NewCA(t, "handlers")
+	natsCert := natsCA.Server("", "nats", "nats.nats.svc")
+	gatewayCert := gatewayCA.Server("", "gateway", "cos-cosnats-gateway.ledger.svc")
+	clientCert := clientsCA.Client("", "api-client", "api-client")
+	handlerServer := handlersCA.Server("", "bank-handlers", "bank-handler.bank.svc", "bank-readside.bank.svc")
+	handlerClient := handlersCA.Client("", "cos", "cos")
 
 	// Per-role NATS passwords; nats-server reads them from COS_<ROLE>_PASSWORD.
 	passwords := map[natsperm.Role]string{}
@@ -122,14 +117,15 @@ func TestHardenedWiring(t *testing.T) {
 		s.Name = name
 		return s
 	}
-	tlsData := func(p certPair) map[string]string {
-		return map[string]string{"tls.crt": string(p.cert), "tls.key": string(p.key)}
+	tlsData := func(p testpki.Pair) map[string]string {
+		cert, key := p.PEM(t)
+		return map[string]string{"tls.crt": string(cert), "tls.key": string(key)}
 	}
 	secrets := []*corev1.Secret{
-		secret("cos-nats-ca", corev1.SecretTypeOpaque, map[string]string{"ca.crt": string(natsCA.pem)}),
+		secret("cos-nats-ca", corev1.SecretTypeOpaque, map[string]string{"ca.crt": string(natsCA.PEM())}),
 		secret("cos-gateway-tls", corev1.SecretTypeTLS, tlsData(gatewayCert)),
-		secret("cos-clients-ca", corev1.SecretTypeOpaque, map[string]string{"ca.crt": string(clientsCA.pem)}),
-		secret("cos-handlers-ca", corev1.SecretTypeOpaque, map[string]string{"ca.crt": string(handlersCA.pem)}),
+		secret("cos-clients-ca", corev1.SecretTypeOpaque, map[string]string{"ca.crt": string(clientsCA.PEM())}),
+		secret("cos-handlers-ca", corev1.SecretTypeOpaque, map[string]string{"ca.crt": string(handlersCA.PEM())}),
 		secret("cos-handlers-client", corev1.SecretTypeTLS, tlsData(handlerClient)),
 	}
 	for _, r := range []natsperm.Role{natsperm.Gateway, natsperm.Worker, natsperm.Projector} {
@@ -196,7 +192,7 @@ func TestHardenedWiring(t *testing.T) {
 	}
 
 	// A client with a certificate of the clients' CA, trusting the gateway's CA.
-	clientTLS := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: gatewayCA.pool(), Certificates: []tls.Certificate{clientCert.keyPair(t)}}
+	clientTLS := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: gatewayCA.Pool(), Certificates: []tls.Certificate{clientCert.KeyPair(t)}}
 	gatewayAddr := "127.0.0.1:" + strconv.Itoa(gatewayPort)
 	conn, err := grpc.NewClient(gatewayAddr, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
 	if err != nil {
@@ -218,33 +214,8 @@ func TestHardenedWiring(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Close()
-	statusClient := cosnatsv1.NewReadSideStatusServiceClient(admin)
-	numShards, _ := strconv.Atoi(cl.configMaps["cos-cosnats-layout"].Data["COS_NUM_SHARDS"])
-	waitFor(t, ctx, "events acknowledged by the read side", 30*time.Second, func(ctx context.Context) error {
-		st, err := statusClient.GetReadSideStatus(ctx, &cosnatsv1.GetReadSideStatusRequest{ReadSideId: "bank-balances"})
-		if err != nil {
-			return err
-		}
-		if len(st.GetShards()) != numShards {
-			return fmt.Errorf("%d shards reported, want %d", len(st.GetShards()), numShards)
-		}
-		var maxOffset uint64
-		for _, s := range st.GetShards() {
-			if s.GetPending() != 0 || s.GetFailing() || s.GetStopped() {
-				return fmt.Errorf("shard %d: %v", s.GetClusterShardNumber(), s)
-			}
-			maxOffset = max(maxOffset, s.GetOffset())
-		}
-		if maxOffset != 2 {
-			return fmt.Errorf("highest offset %d, want 2", maxOffset)
-		}
-		return nil
-	})
-	for pp, p := range running {
-		if pp.name == "bank-readside" && (!p.logContains("readside: event applied") || !p.logContains("balance=570")) {
-			t.Errorf("the read side did not log the event giving balance 570:\n%s", p.tail(20))
-		}
-	}
+	waitReadSideCaughtUp(t, ctx, admin, cl, 30*time.Second)
+	readSideLogged(t, running, 570)
 	// The worker and the projector reached the handlers only through the mTLS endpoints, with the
 	// client certificate of the mounted Secret.
 	for name, p := range map[string]*mtlsProxy{"write handler": handlerTLS, "read side": readSideTLS} {
@@ -277,37 +248,25 @@ func TestHardenedWiring(t *testing.T) {
 		t.Logf("%s refused: %v", what, err)
 	}
 	refused("plaintext client", insecure.NewCredentials())
-	refused("TLS client without a certificate", credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: gatewayCA.pool()}))
+	refused("TLS client without a certificate", credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: gatewayCA.Pool()}))
 	// (Presented even though the gateway names only the clients' CA as acceptable.)
-	other := handlerClient.keyPair(t)
-	refused("TLS client with a certificate of another CA", credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: gatewayCA.pool(),
+	other := handlerClient.KeyPair(t)
+	refused("TLS client with a certificate of another CA", credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: gatewayCA.Pool(),
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &other, nil }}))
 	// NATS takes no plaintext client either: it requires TLS and closes a connection that speaks plaintext.
 	checkNATSRefusesPlaintext(t, clientPorts[0])
 
 	// SIGTERM: each role drains and exits 0 within its grace period.
-	var wg sync.WaitGroup
-	for _, pp := range roles {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := running[pp].stop(pp.grace); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
+	stopAll(t, roles, running)
 }
 
 // startTLSNATSCluster starts nats-server nodes on clientPorts forming one JetStream cluster, with TLS
 // on the client listener and accounts (a nats.conf accounts block) appended; env holds the variables
 // the accounts block refers to.
-func startTLSNATSCluster(t testing.TB, ps *procs, bin, dir string, clientPorts []int, cert certPair, accounts string, env []string) *natsCluster {
+func startTLSNATSCluster(t testing.TB, ps *procs, bin, dir string, clientPorts []int, cert testpki.Pair, accounts string, env []string) *natsCluster {
 	t.Helper()
 	c := &natsCluster{}
-	certFile, keyFile := filepath.Join(dir, "nats.pem"), filepath.Join(dir, "nats-key.pem")
-	writeFileT(t, certFile, cert.cert)
-	writeFileT(t, keyFile, cert.key)
+	certFile, keyFile := cert.CertFile, cert.KeyFile
 	routePorts := make([]int, len(clientPorts))
 	for i := range clientPorts {
 		routePorts[i] = freePort(t)
@@ -411,93 +370,6 @@ func writeFileT(t testing.TB, path string, b []byte) {
 	}
 }
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-// certPair is a PEM certificate and its PEM key.
-type certPair struct{ cert, key []byte }
-
-func (p certPair) keyPair(t testing.TB) tls.Certificate {
-	t.Helper()
-	kp, err := tls.X509KeyPair(p.cert, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kp
-}
-
-func serial(t testing.TB) *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func newTestCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t), Subject: pkix.Name{CommonName: name + " test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
-
-// issue makes a leaf certificate: a server's (for 127.0.0.1, localhost and names) or a client's.
-func (ca *testCA) issue(t testing.TB, cn string, server bool, names ...string) certPair {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial(t), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
-		tmpl.DNSNames = append([]string{"localhost"}, names...)
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return certPair{
-		cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		key:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}),
-	}
-}
-
 // mtlsProxy is a TLS endpoint requiring a client certificate of a CA, forwarding each connection to a
 // plaintext backend on 127.0.0.1.
 type mtlsProxy struct {
@@ -512,13 +384,13 @@ func (p *mtlsProxy) clients() []string {
 	return append([]string{}, p.cns...)
 }
 
-func startMTLSProxy(t testing.TB, server certPair, clientCA *testCA, backend int) *mtlsProxy {
+func startMTLSProxy(t testing.TB, server testpki.Pair, clientCA *testpki.CA, backend int) *mtlsProxy {
 	t.Helper()
 	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
 		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{server.keyPair(t)},
+		Certificates: []tls.Certificate{server.KeyPair(t)},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    clientCA.pool(),
+		ClientCAs:    clientCA.Pool(),
 		NextProtos:   []string{"h2"},
 	})
 	if err != nil {

@@ -140,9 +140,24 @@ func TestWiring(t *testing.T) {
 
 	// The events reach the read side: its shard's offset advances to the second event (stream
 	// sequence 2) and nothing is pending on any shard.
+	waitReadSideCaughtUp(t, ctx, conn, cl, 60*time.Second)
+	readSideLogged(t, running, 1250)
+
+	// `helm test`: the chart's test Pod, with the gateway Service's address mapped to the gateway's
+	// local port, succeeds against the running gateway.
+	runHelmTest(t, ctx, objs, bin, byRole["gateway"])
+
+	// A rollout's SIGTERM: each role drains and exits 0 within its pod's grace period.
+	stopAll(t, roles, running)
+}
+
+// waitReadSideCaughtUp waits until the bank read side has acknowledged the test's two events: every
+// shard reported, none pending, failing or stopped, and the highest offset at stream sequence 2.
+func waitReadSideCaughtUp(t *testing.T, ctx context.Context, conn grpc.ClientConnInterface, cl cluster, timeout time.Duration) {
+	t.Helper()
 	status := cosnatsv1.NewReadSideStatusServiceClient(conn)
 	numShards, _ := strconv.Atoi(cl.configMaps["cos-cosnats-layout"].Data["COS_NUM_SHARDS"])
-	waitFor(t, ctx, "events acknowledged by the read side", 60*time.Second, func(ctx context.Context) error {
+	waitFor(t, ctx, "events acknowledged by the read side", timeout, func(ctx context.Context) error {
 		st, err := status.GetReadSideStatus(ctx, &cosnatsv1.GetReadSideStatusRequest{ReadSideId: "bank-balances"})
 		if err != nil {
 			return err
@@ -162,21 +177,21 @@ func TestWiring(t *testing.T) {
 		}
 		return nil
 	})
-	var readSide *proc
+}
+
+// readSideLogged checks that the bank read side process logged the event that gave the balance.
+func readSideLogged(t *testing.T, running map[*podProcess]*proc, balance int) {
+	t.Helper()
 	for pp, p := range running {
-		if pp.name == "bank-readside" {
-			readSide = p
+		if pp.name == "bank-readside" && (!p.logContains("readside: event applied") || !p.logContains(fmt.Sprintf("balance=%d", balance))) {
+			t.Errorf("the read side did not log the event giving balance %d:\n%s", balance, p.tail(20))
 		}
 	}
-	if !readSide.logContains("readside: event applied") || !readSide.logContains("balance=1250") {
-		t.Errorf("the read side did not log the event giving balance 1250:\n%s", readSide.tail(20))
-	}
+}
 
-	// `helm test`: the chart's test Pod, with the gateway Service's address mapped to the gateway's
-	// local port, succeeds against the running gateway.
-	runHelmTest(t, ctx, objs, bin, byRole["gateway"])
-
-	// A rollout's SIGTERM: each role drains and exits 0 within its pod's grace period.
+// stopAll sends each role SIGTERM at once and checks that it drains and exits 0 within its grace period.
+func stopAll(t *testing.T, roles []*podProcess, running map[*podProcess]*proc) {
+	t.Helper()
 	var wg sync.WaitGroup
 	for _, pp := range roles {
 		wg.Add(1)

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -69,9 +70,45 @@ func NewCA(t testing.TB, name string) *CA {
 }
 
 // Server issues a server certificate for 127.0.0.1, ::1, localhost and names, written to
-// <dir>/<file>.pem and <dir>/<file>-key.pem (dir = a new temporary directory when empty).
+// <dir>/<file>.pem and <dir>/<file>-key.pem (dir = a new temporary directory when empty). It may also
+// serve as a client certificate, as a NATS server's does on the routes it dials.
 func (ca *CA) Server(dir, file string, names ...string) Pair {
 	return ca.issue(dir, file, x509.ExtKeyUsageServerAuth, "server", append([]string{"localhost"}, names...))
+}
+
+// Pool is a certificate pool holding the CA.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.cert)
+	return p
+}
+
+// PEM is the CA certificate in PEM.
+func (ca *CA) PEM() []byte { return readFile(ca.t, ca.CAFile) }
+
+// PEM returns the certificate and the key in PEM.
+func (p Pair) PEM(t testing.TB) (cert, key []byte) {
+	t.Helper()
+	return readFile(t, p.CertFile), readFile(t, p.KeyFile)
+}
+
+// KeyPair loads the pair for a tls.Config.
+func (p Pair) KeyPair(t testing.TB) tls.Certificate {
+	t.Helper()
+	kp, err := tls.LoadX509KeyPair(p.CertFile, p.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kp
+}
+
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // Client issues a client certificate with common name cn.
@@ -97,6 +134,7 @@ func (ca *CA) issue(dir, file string, usage x509.ExtKeyUsage, cn string, names [
 		DNSNames:     names,
 	}
 	if usage == x509.ExtKeyUsageServerAuth {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
 		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
