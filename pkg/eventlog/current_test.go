@@ -223,6 +223,17 @@ func TestLastAnyReadsAnyReplica(t *testing.T) {
 	ctx := context.Background()
 	writer, _ := openOn(t, c.ClientURL(0))
 	k, _ := entity.NewKey("account-any", 9)
+	// The stream takes writes once its replicas have a leader: a read through a quorum says so.
+	var why string
+	costest.Eventually(t, 30*time.Second, "the stream answers through a quorum", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := writer.Current(ctx, k)
+		if err != nil {
+			why = err.Error()
+		}
+		return err == nil
+	}, &why)
 	var seqs []uint64
 	var seq uint64
 	for rev := uint32(1); rev <= 10; rev++ {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/internal/costest"
+	"github.com/cosnats/cosnats/internal/loopport"
 	"github.com/cosnats/cosnats/pkg/config"
 	"github.com/cosnats/cosnats/pkg/entity"
 	"github.com/cosnats/cosnats/pkg/layout"
@@ -187,17 +187,16 @@ func startServers(t *testing.T, n int) *servers {
 	if err := os.WriteFile(filepath.Join(dir, "permissions.conf"), []byte(pconf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// Route ports known before any server starts, so every server lists all of them.
-	routePorts := make([]int, n)
+	// Route ports known before any server starts, so every server lists all of them. Not from the
+	// ephemeral range: there a port closed here could be taken by another test's server or connection,
+	// and a foreign cluster's route would knock on ours.
+	routePorts, err := loopport.Pick(n)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var routes []string
 	for i := range routePorts {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		routePorts[i] = l.Addr().(*net.TCPAddr).Port
 		routes = append(routes, fmt.Sprintf("%q", fmt.Sprintf("nats://127.0.0.1:%d", routePorts[i])))
-		_ = l.Close()
 	}
 	for i := range n {
 		conf := fmt.Sprintf("server_name: perm-%d\nhost: 127.0.0.1\nport: -1\njetstream { store_dir: %q }\ninclude permissions.conf\n",
