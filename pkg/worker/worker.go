@@ -422,10 +422,15 @@ func (w *Worker) execute(base context.Context, subject string, req *natspb.Comma
 		}
 		res, err := command.Run(ctx, w.deps.Handler, w.cfg.Rules, prior, creq)
 		// (A command whose deadline passed is answered with that; no state decided it.)
-		if (err != nil || len(res.Events) == 0) && !leader && ctx.Err() == nil {
+		timedOut := ctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Canceled
+		if (err != nil || len(res.Events) == 0) && !leader && !timedOut {
 			fresh, lerr := w.load(ctx, key, false)
 			if lerr != nil {
-				return nil, false, w.unchecked(ctx, req, codes.Unavailable, "confirming the entity's state failed", lerr)
+				code := codes.Unavailable
+				if ctx.Err() != nil {
+					code = codes.DeadlineExceeded
+				}
+				return nil, false, w.unchecked(ctx, req, code, "confirming the entity's state failed", lerr)
 			}
 			leader = true
 			if fresh.Seq != head.Seq {
