@@ -24,6 +24,7 @@ var documented = map[string]map[string][]string{
 	"cos_append_conflicts_total":     {},
 	"cos_state_cache_requests_total": {"result": {"hit", "miss"}},
 	"cos_worker_inflight_commands":   {},
+	"cos_gateway_workers":            {},
 	"cos_readside_events_total":      {"read_side": nil, "outcome": {"ok", "failed", "skipped"}},
 	"cos_readside_lag_events":        {"read_side": nil, "shard": nil},
 	"cos_readside_lag_seconds":       {"read_side": nil},

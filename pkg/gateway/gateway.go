@@ -54,21 +54,74 @@ type Dispatcher interface {
 	Dispatch(ctx context.Context, subject string, req *natspb.CommandRequest) (*natspb.CommandReply, error)
 }
 
-// NATSDispatcher sends commands as NATS requests on their command subject, with the caller's trace
-// context in the message headers.
+// NATSDispatcher sends commands as NATS requests, with the caller's trace context in the message
+// headers: to the worker that owns the entity when Placement names one, else to the queue group on the
+// command subject.
 type NATSDispatcher struct {
 	Conn   *nats.Conn
 	Tracer trace.Tracer // nil: no span for the hop
 	// Template is the command subjects' wildcard form, the span's destination template.
 	Template string
+	// Layout names the workers' own command subjects (used with Placement).
+	Layout layout.Layout
+	// Placement picks an entity's worker; nil: every command goes to the queue group.
+	Placement Placement
+	// Local is the worker in this process, if any, and LocalID its id: it takes the commands it owns
+	// and, when no worker is known or the owner does not answer, all of them, without a NATS round trip.
+	Local   Dispatcher
+	LocalID string
+}
+
+// Placement picks the worker that owns an entity (placement.View).
+type Placement interface {
+	// Owner returns the worker that owns the entity with this command subject, false if none is known.
+	Owner(commandSubject string) (workerID string, ok bool)
+	// Down says worker id did not answer (no responder): forget it until it is heard again.
+	Down(workerID string)
 }
 
 // Dispatch implements Dispatcher.
 func (d NATSDispatcher) Dispatch(ctx context.Context, subject string, req *natspb.CommandRequest) (*natspb.CommandReply, error) {
+	var data []byte
+	if d.Placement != nil {
+		if id, ok := d.Placement.Owner(subject); ok {
+			if d.Local != nil && id == d.LocalID {
+				return d.Local.Dispatch(ctx, subject, req)
+			}
+			var err error
+			if data, err = encodeRequest(req); err != nil {
+				return nil, err
+			}
+			reply, err := d.request(ctx, d.Layout.WorkerCommandSubject(id, subject), data)
+			// No responder: the worker is gone and the command reached no one, so it may go elsewhere.
+			if !errors.Is(err, nats.ErrNoResponders) {
+				return reply, err
+			}
+			d.Placement.Down(id)
+		}
+	}
+	if d.Local != nil {
+		return d.Local.Dispatch(ctx, subject, req)
+	}
+	if data == nil {
+		var err error
+		if data, err = encodeRequest(req); err != nil {
+			return nil, err
+		}
+	}
+	return d.request(ctx, subject, data)
+}
+
+func encodeRequest(req *natspb.CommandRequest) ([]byte, error) {
 	data, err := proto.Marshal(req)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "command cannot be encoded: %v", err)
 	}
+	return data, nil
+}
+
+// request sends one encoded command on subject and decodes the reply.
+func (d NATSDispatcher) request(ctx context.Context, subject string, data []byte) (*natspb.CommandReply, error) {
 	msg := nats.NewMsg(subject)
 	msg.Data = data
 	if d.Tracer != nil {

@@ -121,6 +121,53 @@ func (l Layout) CommandSubjects() string { return l.root + ".cmd.*.*" }
 // WorkerQueue is the queue group shared by all workers, so each command reaches exactly one.
 func (l Layout) WorkerQueue() string { return l.root + "-workers" }
 
+// WorkerCommandSubjects matches the command subjects of one worker: a gateway that knows which worker
+// owns an entity (package placement) sends its commands there rather than to the queue group, so the
+// worker's state cache stays current. id must be a single subject token.
+func (l Layout) WorkerCommandSubjects(id string) string { return l.root + ".wcmd." + id + ".*.*" }
+
+// AllWorkerCommandSubjects matches every worker's command subjects (permissions).
+func (l Layout) AllWorkerCommandSubjects() string { return l.root + ".wcmd.*.*.*" }
+
+// WorkerCommandSubject is the subject a command on commandSubject (CommandSubject) takes to worker id.
+func (l Layout) WorkerCommandSubject(id, commandSubject string) string {
+	return l.root + ".wcmd." + id + "." + strings.TrimPrefix(commandSubject, l.root+".cmd.")
+}
+
+// CommandSubjectOf maps a subject a worker received (its own WorkerCommandSubjects or
+// CommandSubjects) to the entity's command subject; other subjects come back unchanged.
+func (l Layout) CommandSubjectOf(subject string) string {
+	rest, ok := strings.CutPrefix(subject, l.root+".wcmd.")
+	if !ok {
+		return subject
+	}
+	_, rest, ok = strings.Cut(rest, ".")
+	if !ok {
+		return subject
+	}
+	return l.root + ".cmd." + rest
+}
+
+// WorkerHeartbeatSubject is where worker id says it lives (package placement).
+func (l Layout) WorkerHeartbeatSubject(id string) string { return l.root + ".workers." + id }
+
+// WorkerHeartbeats matches every worker's heartbeat subject; gateways subscribe to it.
+func (l Layout) WorkerHeartbeats() string { return l.root + ".workers.*" }
+
+// ParseWorkerHeartbeat returns the worker id of a heartbeat subject.
+func (l Layout) ParseWorkerHeartbeat(subject string) (id string, ok bool) {
+	id, ok = strings.CutPrefix(subject, l.root+".workers.")
+	if !ok || !workerIDRE.MatchString(id) {
+		return "", false
+	}
+	return id, true
+}
+
+var workerIDRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidWorkerID reports whether id can name a worker in subjects.
+func ValidWorkerID(id string) bool { return workerIDRE.MatchString(id) }
+
 // KeySubjectMatches reports whether a command for k arrived on k's own subject. Commands for one entity
 // must share a subject, or per-entity ordering at the workers would not hold.
 func (l Layout) KeySubjectMatches(k entity.Key, subject string) bool {

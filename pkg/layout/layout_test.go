@@ -46,3 +46,29 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+// A worker's own command subjects carry the entity's command subject after its id, and map back to it.
+func TestWorkerSubjects(t *testing.T) {
+	l, _ := New("Bank")
+	k, _ := entity.NewKey("a.b", 9)
+	own := l.WorkerCommandSubject("w-1", l.CommandSubject(k))
+	if own != "bank.wcmd.w-1.7.=YS5i" || l.WorkerCommandSubjects("w-1") != "bank.wcmd.w-1.*.*" || l.AllWorkerCommandSubjects() != "bank.wcmd.*.*.*" {
+		t.Fatalf("worker command subjects %s %s %s", own, l.WorkerCommandSubjects("w-1"), l.AllWorkerCommandSubjects())
+	}
+	if got := l.CommandSubjectOf(own); got != l.CommandSubject(k) || !l.KeySubjectMatches(k, got) {
+		t.Fatalf("CommandSubjectOf(%s) = %s", own, got)
+	}
+	for _, same := range []string{l.CommandSubject(k), "bank.wcmd.w-1", "other.wcmd.w-1.7.x"} {
+		if got := l.CommandSubjectOf(same); got != same {
+			t.Errorf("CommandSubjectOf(%q) = %q, want it unchanged", same, got)
+		}
+	}
+	if id, ok := l.ParseWorkerHeartbeat(l.WorkerHeartbeatSubject("w-1")); !ok || id != "w-1" || l.WorkerHeartbeats() != "bank.workers.*" {
+		t.Fatalf("ParseWorkerHeartbeat = %q %v", id, ok)
+	}
+	for _, bad := range []string{"bank.workers.", "bank.workers.a%b", "cos.workers.w-1", "bank.workers.a.b"} {
+		if _, ok := l.ParseWorkerHeartbeat(bad); ok {
+			t.Errorf("ParseWorkerHeartbeat(%q) accepted", bad)
+		}
+	}
+}

@@ -131,7 +131,7 @@ func For(l layout.Layout, r Role) Permissions {
 	switch r {
 	case Gateway:
 		p.Publish.Allow = concat(
-			[]string{l.CommandSubjects(), l.SyncSubject(), l.OutcomeLogSubjects(), l.UnsubscribeSubject(), l.ReadSideControlSubjects()},
+			[]string{l.CommandSubjects(), l.AllWorkerCommandSubjects(), l.SyncSubject(), l.OutcomeLogSubjects(), l.UnsubscribeSubject(), l.ReadSideControlSubjects()},
 			bindEvents, readEvents, readSideStatus, readSideConsumers,
 			// Live subscriptions: ordered consumers on the event stream, deleted when they end. The
 			// manager lists the consumers to find a read side's shards.
@@ -158,11 +158,11 @@ func For(l layout.Layout, r Role) Permissions {
 			},
 		)
 		p.Publish.Deny = concat(deny, notEvents)
-		p.Subscribe.Allow = []string{inbox, l.ProcessSubject(), l.UnsubscribeSubject()}
+		p.Subscribe.Allow = []string{inbox, l.ProcessSubject(), l.UnsubscribeSubject(), l.WorkerHeartbeats()}
 		p.AllowResponses = true
 	case Worker:
 		p.Publish.Allow = concat(
-			[]string{l.AllEventSubjects()},
+			[]string{l.AllEventSubjects(), l.WorkerHeartbeats()},
 			bindEvents, readEvents,
 			// The snapshot bucket (statecache.Open) and its writes.
 			[]string{
@@ -172,7 +172,7 @@ func For(l layout.Layout, r Role) Permissions {
 			},
 		)
 		p.Publish.Deny = concat(deny, notBarriers, notOutcomes)
-		p.Subscribe.Allow = []string{inbox, l.CommandSubjects()}
+		p.Subscribe.Allow = []string{inbox, l.CommandSubjects(), l.AllWorkerCommandSubjects()}
 		p.AllowResponses = true
 	case Projector:
 		p.Publish.Allow = concat(
@@ -192,7 +192,7 @@ func For(l layout.Layout, r Role) Permissions {
 			api + "STREAM.INFO." + n.outcomes,
 			api + "DIRECT.GET." + n.outcomes + ".>",
 		}
-		p.Publish.Deny = concat(deny, []string{l.EventSubjects(), l.CommandSubjects(), l.OutcomeLogSubjects()})
+		p.Publish.Deny = concat(deny, []string{l.EventSubjects(), l.CommandSubjects(), l.AllWorkerCommandSubjects(), l.WorkerHeartbeats(), l.OutcomeLogSubjects()})
 		p.Subscribe.Allow = []string{inbox, l.OutcomeSubjects()}
 	case Admin:
 		p.Publish.Allow = []string{">"}

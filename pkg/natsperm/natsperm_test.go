@@ -290,6 +290,7 @@ type system struct {
 	handler   *costest.Counter
 	rec       *costest.Recorder
 	gw        *costest.Node
+	worker    *costest.Node
 	client    cospb.ChiefOfStateServiceClient
 	manager   cospb.ReadSideManagerServiceClient
 	numShards int
@@ -310,7 +311,7 @@ func startSystem(t *testing.T, nodes int) *system {
 		return c
 	}
 	s.gw = costest.StartNode(t, on(natsperm.Gateway, 0), node.Roles{Gateway: true})
-	costest.StartNode(t, on(natsperm.Worker, 1), node.Roles{Worker: true})
+	s.worker = costest.StartNode(t, on(natsperm.Worker, 1), node.Roles{Worker: true})
 	costest.StartNode(t, on(natsperm.Projector, 2), node.Roles{Projector: true})
 	conn := costest.Conn(t, s.gw.GRPCAddr)
 	s.client, s.manager = cospb.NewChiefOfStateServiceClient(conn), cospb.NewReadSideManagerServiceClient(conn)
@@ -361,6 +362,13 @@ func (s *system) job(t *testing.T) {
 	if err != nil || got.GetMeta().GetRevisionNumber() != 1 {
 		t.Fatalf("GetState: %v %v", got, err)
 	}
+	// The gateway hears the worker's heartbeats and sends commands to its own subject.
+	probe := 0
+	costest.Eventually(t, 20*time.Second, "a command routed to the worker's own subject", func() bool {
+		probe++
+		s.send(t, fmt.Sprintf("probe-%d", probe), "add:1")
+		return s.worker.Worker.Stats().Routed > 0
+	})
 	ev, err := live.Recv()
 	if err != nil || ev.GetMeta().GetEntityId() != "perm-1" || ev.GetMeta().GetRevisionNumber() != 1 {
 		t.Fatalf("SubscribeAll: %v %v", ev, err)
@@ -498,6 +506,10 @@ func TestRolesAreRefused(t *testing.T) {
 		{natsperm.Worker, s.lay.SyncSubject()},
 		{natsperm.Producer, s.lay.SyncSubject()},
 		{natsperm.Producer, s.lay.CommandSubject(key)},
+		{natsperm.Producer, s.lay.WorkerCommandSubject("w-1", s.lay.CommandSubject(key))},
+		{natsperm.Producer, s.lay.WorkerHeartbeatSubject("w-1")},
+		{natsperm.Projector, s.lay.WorkerHeartbeatSubject("w-1")},
+		{natsperm.Gateway, s.lay.WorkerHeartbeatSubject("w-1")},
 		{natsperm.Producer, s.lay.OutcomeLogSubject("x")},
 		{natsperm.Worker, s.lay.OutcomeLogSubject("x")},
 		{natsperm.Producer, api + "CONSUMER.DELETE." + s.lay.EventStream() + "." + rsConsumer},
@@ -543,7 +555,7 @@ func TestRolesAreRefused(t *testing.T) {
 		wantRefused(t, c.errs, tc.role, tc.subject)
 	}
 	// Subscriptions a producer must not hold: taking commands or reading events.
-	for _, subject := range []string{s.lay.CommandSubjects(), s.lay.EventSubjects(), s.lay.OutcomeLogSubjects()} {
+	for _, subject := range []string{s.lay.CommandSubjects(), s.lay.AllWorkerCommandSubjects(), s.lay.EventSubjects(), s.lay.OutcomeLogSubjects()} {
 		c := conns[natsperm.Producer]
 		if _, err := c.nc.QueueSubscribeSync(subject, s.lay.WorkerQueue()); err != nil {
 			t.Fatal(err)

@@ -23,18 +23,26 @@ import (
 )
 
 // One entity, 50 goroutines × 20 commands, two competing workers: revisions are exactly 1..1000 and
-// every event was applied on the state of the previous one.
+// every event was applied on the state of the previous one. The gateway sends the entity to one worker
+// (placement), so half the goroutines send straight to each worker's own subject, as gateways whose
+// views differ would.
 func TestOneEntityManyWritersTwoWorkers(t *testing.T) {
 	s := distributed(t, 2, func(c *config.Config) { c.ConflictRetries = 200 })
 	const goroutines, perGoroutine = 50, 20
 	var wg sync.WaitGroup
 	errs := make(chan error, goroutines*perGoroutine)
-	for range goroutines {
+	for g := range goroutines {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range perGoroutine {
-				if _, err := s.send(context.Background(), "hot", "add:1"); err != nil {
+			for j := range perGoroutine {
+				var err error
+				if g%2 == 0 {
+					_, err = s.send(context.Background(), "hot", "add:1")
+				} else {
+					err = sendToWorker(s.nc, s.workers[(g/2)%2].Worker, s.cfg.NumShards, "hot", "add:1", fmt.Sprintf("direct-%d-%d", g, j))
+				}
+				if err != nil {
 					errs <- err
 				}
 			}

@@ -37,6 +37,7 @@ import (
 	"github.com/cosnats/cosnats/pkg/intake"
 	"github.com/cosnats/cosnats/pkg/layout"
 	"github.com/cosnats/cosnats/pkg/natsembed"
+	"github.com/cosnats/cosnats/pkg/placement"
 	"github.com/cosnats/cosnats/pkg/readside"
 	"github.com/cosnats/cosnats/pkg/schema"
 	"github.com/cosnats/cosnats/pkg/statecache"
@@ -230,6 +231,18 @@ func (n *node) run(ctx context.Context) error {
 	backendCtx, stopBackend := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackend()
 	g, gctx := errgroup.WithContext(backendCtx)
+	var view *placement.View
+	if gw != nil {
+		// Each entity's commands go to the worker placement gives it, so its cache stays current. The
+		// view listens before this process's worker starts, so it hears that worker's first heartbeat.
+		view = placement.NewView(nc, n.lay, 0, n.log.With("role", "gateway"))
+		n.metrics.SetWorkers(view.Len)
+		g.Go(func() error { return view.Run(gctx) })
+		select {
+		case <-view.Subscribed():
+		case <-gctx.Done():
+		}
+	}
 	if n.opts.Roles.Projector {
 		p, err := n.startProjector(gctx, g, js, res.status)
 		if err != nil {
@@ -253,9 +266,10 @@ func (n *node) run(ctx context.Context) error {
 		}
 	}
 	if gw != nil {
-		var dispatch gateway.Dispatcher = gateway.NATSDispatcher{Conn: nc, Tracer: n.tracer, Template: n.lay.CommandSubjects()}
+		dispatch := gateway.NATSDispatcher{Conn: nc, Tracer: n.tracer, Template: n.lay.CommandSubjects(), Layout: n.lay, Placement: view}
 		if n.info.Worker != nil {
-			dispatch = n.info.Worker // same process: skip the NATS round trip
+			// Same process: its own entities (and all when no other worker answers) skip NATS.
+			dispatch.Local, dispatch.LocalID = n.info.Worker, n.info.Worker.ID()
 		}
 		gw.bind(dispatch, res, js)
 	}

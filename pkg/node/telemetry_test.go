@@ -285,7 +285,7 @@ func value(fams map[string]*dto.MetricFamily, name string, want map[string]strin
 var DocumentedMetrics = []string{
 	"cos_commands_total", "cos_command_duration_seconds", "cos_handler_duration_seconds",
 	"cos_append_duration_seconds", "cos_append_conflicts_total", "cos_state_cache_requests_total",
-	"cos_worker_inflight_commands", "cos_readside_events_total", "cos_readside_lag_events",
+	"cos_worker_inflight_commands", "cos_gateway_workers", "cos_readside_events_total", "cos_readside_lag_events",
 	"cos_readside_lag_seconds", "cos_readside_shard_state", "cos_nats_connected", "cos_build_info",
 	"cos_intake_commands_total", "cos_intake_pending_commands",
 	"go_goroutines", "process_resident_memory_bytes",
@@ -323,8 +323,9 @@ func TestMetricsOfARunningSystem(t *testing.T) {
 		fams = scrape(t, n.ProbeAddr)
 		ok := value(fams, "cos_readside_events_total", map[string]string{"read_side": "rs", "outcome": "ok"})
 		held := value(fams, "cos_readside_shard_state", map[string]string{"read_side": "rs", "state": "running"})
-		why = fmt.Sprintf("%v events ok, %v shards running", ok, held)
-		return ok == commands+1 && held > 0
+		workers := value(fams, "cos_gateway_workers", nil)
+		why = fmt.Sprintf("%v events ok, %v shards running, %v workers known", ok, held, workers)
+		return ok == commands+1 && held > 0 && workers == 1 // its own worker, heard by its gateway
 	}, &why)
 	for _, name := range DocumentedMetrics {
 		if fams[name] == nil {

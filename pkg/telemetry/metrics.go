@@ -76,6 +76,7 @@ type Metrics struct {
 	intakePending   prometheus.Gauge
 
 	inflight  atomic.Pointer[func() int64]
+	workers   atomic.Pointer[func() int]
 	connMu    sync.Mutex
 	connected []func() bool
 }
@@ -120,6 +121,15 @@ func NewMetrics() *Metrics {
 		}
 		return 0
 	})
+	workers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cos_gateway_workers",
+		Help: "Workers this gateway hears heartbeats from: it sends each entity's commands to one of them (0: all go to the workers' queue group).",
+	}, func() float64 {
+		if f := m.workers.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	m.readSideEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cos_readside_events_total",
 		Help: "Events handed to read sides by this projector, by outcome (failed counts attempts; skipped = given up by the failure policy).",
@@ -157,7 +167,7 @@ func NewMetrics() *Metrics {
 	})
 	build.Set(1)
 	m.reg.MustRegister(m.commands, m.commandDuration, m.handlerDuration, m.appendDuration, m.appendConflicts,
-		m.cacheRequests, inflight, m.readSideEvents, m.readSideLag, m.readSideLagSecs, m.shardState, m.intakeCommands, m.intakePending, connected, build,
+		m.cacheRequests, inflight, workers, m.readSideEvents, m.readSideLag, m.readSideLagSecs, m.shardState, m.intakeCommands, m.intakePending, connected, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Series that exist from the start, so rates and alerts see zeros rather than nothing.
 	for _, o := range outcomes {
@@ -255,6 +265,14 @@ func (m *Metrics) SetInflight(f func() int64) {
 		return
 	}
 	m.inflight.Store(&f)
+}
+
+// SetWorkers makes cos_gateway_workers report f.
+func (m *Metrics) SetWorkers(f func() int) {
+	if m == nil {
+		return
+	}
+	m.workers.Store(&f)
 }
 
 // WatchConnected adds a NATS connection's state to cos_nats_connected.

@@ -1,7 +1,8 @@
 // Package worker is the stateless command executor. It takes commands from the per-entity command
-// subjects (one queue group shared by all workers), runs them with the application's write handler and
-// appends the resulting events with an expected-sequence check, so any number of workers may run and
-// JetStream alone decides which write for an entity wins.
+// subjects (one queue group shared by all workers) and from its own command subjects (where gateways
+// send the entities placement gives it, so its cached states stay current), runs them with the
+// application's write handler and appends the resulting events with an expected-sequence check, so any
+// number of workers may run and JetStream alone decides which write for an entity wins.
 package worker
 
 import (
@@ -27,6 +28,7 @@ import (
 	"github.com/cosnats/cosnats/pkg/entity"
 	"github.com/cosnats/cosnats/pkg/eventlog"
 	"github.com/cosnats/cosnats/pkg/layout"
+	"github.com/cosnats/cosnats/pkg/placement"
 	"github.com/cosnats/cosnats/pkg/telemetry"
 )
 
@@ -52,6 +54,11 @@ type Config struct {
 	// DrainTimeout bounds the drain when Run's context ends: queued commands not started by then are
 	// answered "not processed"; 0 = 25 s.
 	DrainTimeout time.Duration
+	// ID names this worker on its own command subjects and heartbeats (layout.ValidWorkerID); "" = a
+	// new unique id.
+	ID string
+	// HeartbeatInterval is how often the worker tells gateways it lives; 0 = placement.DefaultInterval.
+	HeartbeatInterval time.Duration
 }
 
 // Validate checks the settings.
@@ -65,6 +72,8 @@ func (c Config) Validate() error {
 		return errors.New("worker: ConflictRetries must be >= 0")
 	case c.MaxCommandBytes <= 0:
 		return errors.New("worker: MaxCommandBytes must be > 0")
+	case c.ID != "" && !layout.ValidWorkerID(c.ID):
+		return fmt.Errorf("worker: ID %q must match [A-Za-z0-9_-]{1,64}", c.ID)
 	}
 	return nil
 }
@@ -105,6 +114,7 @@ type Stats struct {
 	Replays   uint64 // commands answered from the log because their id was already applied
 	Reads     uint64 // entity heads read from the event log (cache misses, conflicts, confirmations)
 	Stale     uint64 // commands decided again because a refusal or no-op rested on an outdated head
+	Routed    uint64 // commands received on this worker's own subjects (placement)
 }
 
 // Worker executes commands. Create with New, start with Run.
@@ -112,12 +122,12 @@ type Worker struct {
 	cfg  Config
 	deps Deps
 
-	commands, appends, conflicts, replays, reads, stale atomic.Uint64
-	inflight                                            atomic.Int64 // accepted, not yet answered
-	subscribed                                          chan struct{}
-	q                                                   *serializer
-	tracer                                              trace.Tracer
-	processSpan, appendSpan                             string // span names
+	commands, appends, conflicts, replays, reads, stale, routed atomic.Uint64
+	inflight                                                    atomic.Int64 // accepted, not yet answered
+	subscribed                                                  chan struct{}
+	q                                                           *serializer
+	tracer                                                      trace.Tracer
+	processSpan, appendSpan                                     string // span names
 }
 
 // ErrStopped is returned by Dispatch when the worker does not run (any more): the command was not
@@ -141,6 +151,9 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 25 * time.Second
 	}
+	if cfg.ID == "" {
+		cfg.ID = nuid.Next()
+	}
 	q := newSerializer(limits{runs: cfg.MaxConcurrent, pendingBytes: cfg.MaxPendingBytes, entityQueue: cfg.MaxEntityQueue})
 	w := &Worker{cfg: cfg, deps: deps, subscribed: make(chan struct{}), q: q, tracer: deps.Tracer,
 		processSpan: telemetry.OpProcess + " " + cfg.Layout.CommandSubjects(),
@@ -149,12 +162,15 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	return w, nil
 }
 
+// ID is the worker's name on its own command subjects and heartbeats.
+func (w *Worker) ID() string { return w.cfg.ID }
+
 // Subscribed is closed once the worker receives commands.
 func (w *Worker) Subscribed() <-chan struct{} { return w.subscribed }
 
 // Stats returns the counters so far.
 func (w *Worker) Stats() Stats {
-	return Stats{Commands: w.commands.Load(), Appends: w.appends.Load(), Conflicts: w.conflicts.Load(), Replays: w.replays.Load(), Reads: w.reads.Load(), Stale: w.stale.Load()}
+	return Stats{Commands: w.commands.Load(), Appends: w.appends.Load(), Conflicts: w.conflicts.Load(), Replays: w.replays.Load(), Reads: w.reads.Load(), Stale: w.stale.Load(), Routed: w.routed.Load()}
 }
 
 // Run serves commands until ctx ends, then drains: it stops taking commands from NATS (those already
@@ -164,45 +180,76 @@ func (w *Worker) Run(ctx context.Context) error {
 	// Commands in progress finish even when ctx ends: an append that started is seen through.
 	base := context.WithoutCancel(ctx)
 	w.q.start(func(j job) { j.done(w.run(base, j)) })
-	sub, err := w.deps.Conn.QueueSubscribe(w.cfg.Layout.CommandSubjects(), w.cfg.Layout.WorkerQueue(), w.onMsg)
+	announcer, err := placement.NewAnnouncer(w.deps.Conn, w.cfg.Layout, w.cfg.ID, w.cfg.HeartbeatInterval, w.deps.Logger)
 	if err != nil {
+		return err
+	}
+	shared, err := w.subscribe(w.cfg.Layout.CommandSubjects(), w.cfg.Layout.WorkerQueue())
+	if err != nil {
+		return err
+	}
+	own, err := w.subscribe(w.cfg.Layout.WorkerCommandSubjects(w.cfg.ID), "")
+	if err != nil {
+		_ = shared.Unsubscribe()
+		return err
+	}
+	if err := w.deps.Conn.Flush(); err != nil {
+		_, _ = shared.Unsubscribe(), own.Unsubscribe()
 		return fmt.Errorf("subscribe to commands: %w", err)
+	}
+	close(w.subscribed)
+	w.deps.Logger.Info("worker taking commands", "subject", w.cfg.Layout.CommandSubjects(), "queue", w.cfg.Layout.WorkerQueue(),
+		"own_subject", w.cfg.Layout.WorkerCommandSubjects(w.cfg.ID))
+	beatCtx, stopBeats := context.WithCancel(ctx)
+	beats := make(chan struct{})
+	go func() {
+		defer close(beats)
+		_ = announcer.Run(beatCtx)
+	}()
+	<-ctx.Done()
+	stopBeats()
+	<-beats
+	announcer.Leave() // gateways stop sending here before the subscriptions drain
+	w.drain(base, shared, own)
+	return nil
+}
+
+// subscribe takes commands on subject, in queue group queue unless it is "".
+func (w *Worker) subscribe(subject, queue string) (*nats.Subscription, error) {
+	sub, err := w.deps.Conn.QueueSubscribe(subject, queue, w.onMsg)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to commands on %s: %w", subject, err)
 	}
 	// onMsg only decodes and queues (or refuses), so messages pile up in the subscription only when the
 	// process cannot even read what it is sent; then, past this bound, the client drops them (their
 	// callers hear nothing and retry) rather than let memory grow without end.
 	if err := sub.SetPendingLimits(-1, int(min(w.cfg.MaxPendingBytes, 1<<40))); err != nil {
-		return fmt.Errorf("set pending limits: %w", err)
-	}
-	if err := w.deps.Conn.Flush(); err != nil {
 		_ = sub.Unsubscribe()
-		return fmt.Errorf("subscribe to commands: %w", err)
+		return nil, fmt.Errorf("set pending limits: %w", err)
 	}
-	close(w.subscribed)
-	w.deps.Logger.Info("worker taking commands", "subject", w.cfg.Layout.CommandSubjects(), "queue", w.cfg.Layout.WorkerQueue())
-	<-ctx.Done()
-	w.drain(base, sub)
-	return nil
+	return sub, nil
 }
 
 // drain is Run's shutdown: see Run.
-func (w *Worker) drain(base context.Context, sub *nats.Subscription) {
+func (w *Worker) drain(base context.Context, subs ...*nats.Subscription) {
 	log := w.deps.Logger
 	ctx, cancel := context.WithTimeout(base, w.cfg.DrainTimeout)
 	defer cancel()
 	log.Info("worker draining", "timeout", w.cfg.DrainTimeout)
-	closed := sub.StatusChanged(nats.SubscriptionClosed)
-	if !w.deps.Conn.IsConnected() {
-		_ = sub.Unsubscribe() // nothing more can arrive, and no reply could leave
-	} else if err := sub.Drain(); err != nil {
-		log.Warn("drain the command subscription", "err", err)
-		_ = sub.Unsubscribe()
-	} else {
-		select {
-		case <-closed:
-		case <-ctx.Done():
-			log.Warn("the command subscription did not drain in time")
+	for _, sub := range subs {
+		closed := sub.StatusChanged(nats.SubscriptionClosed)
+		if !w.deps.Conn.IsConnected() {
+			_ = sub.Unsubscribe() // nothing more can arrive, and no reply could leave
+		} else if err := sub.Drain(); err != nil {
+			log.Warn("drain the command subscription", "subject", sub.Subject, "err", err)
 			_ = sub.Unsubscribe()
+		} else {
+			select {
+			case <-closed:
+			case <-ctx.Done():
+				log.Warn("the command subscription did not drain in time", "subject", sub.Subject)
+				_ = sub.Unsubscribe()
+			}
 		}
 	}
 	var refused int
@@ -244,7 +291,12 @@ func (w *Worker) onMsg(m *nats.Msg) {
 	if w.tracer != nil {
 		parent = trace.SpanContextFromContext(telemetry.Extract(context.Background(), m.Header))
 	}
-	if err := w.submit(job{subject: m.Subject, req: req, size: int64(len(m.Data)), done: respond, parent: parent}, false); err != nil {
+	// A command on this worker's own subjects joins the queue of its entity's command subject.
+	subject := w.cfg.Layout.CommandSubjectOf(m.Subject)
+	if subject != m.Subject {
+		w.routed.Add(1)
+	}
+	if err := w.submit(job{subject: subject, req: req, size: int64(len(m.Data)), done: respond, parent: parent}, false); err != nil {
 		respond(statusReply(status.Convert(err)))
 	}
 }
