@@ -51,20 +51,29 @@ func sendToWorker(nc *nats.Conn, w *worker.Worker, numShards int, id, cmd, comma
 	return nil
 }
 
+// waitRoutedToAll sends commands for new entities until every worker has received one on its own
+// subject: the gateway has heard all of them.
+func (s *system) waitRoutedToAll() {
+	s.t.Helper()
+	probe := 0
+	costest.Eventually(s.t, 30*time.Second, "commands routed to every worker", func() bool {
+		probe++
+		s.mustSend(fmt.Sprintf("probe-%d", probe), "add:1")
+		for _, w := range s.workers {
+			if w.Worker.Stats().Routed == 0 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // With two workers behind a gateway, each entity's commands go to one of them, so its cached state is
 // current and no command's handler runs twice: no append conflict at all. (Through the queue group
 // alone, the entity's commands would alternate between the workers and most would conflict.)
 func TestEachEntityStaysOnOneWorker(t *testing.T) {
 	s := distributed(t, 2, nil)
-	routed := func() (a, b uint64) { return s.workers[0].Worker.Stats().Routed, s.workers[1].Worker.Stats().Routed }
-	// The gateway knows both workers once commands reach each on its own subject.
-	probe := 0
-	costest.Eventually(t, 30*time.Second, "commands routed to both workers", func() bool {
-		probe++
-		s.mustSend(fmt.Sprintf("probe-%d", probe), "add:1")
-		a, b := routed()
-		return a > 0 && b > 0
-	})
+	s.waitRoutedToAll()
 	before := make([]uint64, 2)
 	for i, w := range s.workers {
 		before[i] = w.Worker.Stats().Conflicts
@@ -110,12 +119,7 @@ func TestEachEntityStaysOnOneWorker(t *testing.T) {
 // without a failed command, and the gateway keeps answering while it goes.
 func TestAStoppingWorkerHandsOverItsEntities(t *testing.T) {
 	s := distributed(t, 2, nil)
-	probe := 0
-	costest.Eventually(t, 30*time.Second, "commands routed to both workers", func() bool {
-		probe++
-		s.mustSend(fmt.Sprintf("probe-%d", probe), "add:1")
-		return s.workers[0].Worker.Stats().Routed > 0 && s.workers[1].Worker.Stats().Routed > 0
-	})
+	s.waitRoutedToAll()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
