@@ -14,21 +14,29 @@ import (
 // atomically with the append. Newest first.
 type Recent []RecentCommand
 
-// RecentCommand is one remembered command.
+// RecentCommand is one remembered command. It holds no pointer, so the cached heads' lists (one per
+// entity) cost the garbage collector nothing to scan.
 type RecentCommand struct {
-	Hash string
+	Hash [hashBytes]byte // the first 72 bits of the SHA-256 of the command id
 	Seq  uint64
 }
 
-// commandHash shortens a command id to 12 base64url characters (72 bits): collisions among the few
-// commands remembered per entity are negligible, and the header stays small.
-func commandHash(id string) string {
+// hashBytes is the size of a command hash: collisions among the few commands remembered per entity are
+// negligible, and the header form stays small (12 base64url characters).
+const hashBytes = 9
+
+func commandHash(id string) [hashBytes]byte {
 	sum := sha256.Sum256([]byte(id))
-	return base64.RawURLEncoding.EncodeToString(sum[:9])
+	var h [hashBytes]byte
+	copy(h[:], sum[:hashBytes])
+	return h
 }
 
 // Lookup returns the sequence of the last event of command id, if it is remembered.
 func (r Recent) Lookup(id string) (uint64, bool) {
+	if len(r) == 0 {
+		return 0, false
+	}
 	h := commandHash(id)
 	for _, c := range r {
 		if c.Hash == h {
@@ -49,16 +57,23 @@ func (r Recent) Push(id string, seq uint64, window int) Recent {
 	return append(out, r[:n-1]...)
 }
 
-// String is the header form: "hash@seq,hash@seq".
+// String is the header form: "hash@seq,hash@seq", each hash in base64url without padding.
 func (r Recent) String() string {
+	if len(r) == 0 {
+		return ""
+	}
 	var b strings.Builder
+	b.Grow(len(r) * 24) // hash, '@', a sequence of up to 10 digits, ','
+	var buf [32]byte
 	for i, c := range r {
+		e := buf[:0]
 		if i > 0 {
-			b.WriteByte(',')
+			e = append(e, ',')
 		}
-		b.WriteString(c.Hash)
-		b.WriteByte('@')
-		b.WriteString(strconv.FormatUint(c.Seq, 10))
+		e = base64.RawURLEncoding.AppendEncode(e, c.Hash[:])
+		e = append(e, '@')
+		e = strconv.AppendUint(e, c.Seq, 10)
+		b.Write(e)
 	}
 	return b.String()
 }
@@ -68,15 +83,21 @@ func ParseRecent(s string) (Recent, error) {
 	if s == "" {
 		return nil, nil
 	}
-	parts := strings.Split(s, ",")
-	out := make(Recent, 0, len(parts))
-	for _, p := range parts {
+	out := make(Recent, 0, strings.Count(s, ",")+1)
+	for p := range strings.SplitSeq(s, ",") {
 		h, seq, ok := strings.Cut(p, "@")
 		n, err := strconv.ParseUint(seq, 10, 64)
-		if !ok || err != nil || h == "" {
+		var c RecentCommand
+		if ok && err == nil && len(h) == base64.RawURLEncoding.EncodedLen(hashBytes) {
+			var k int
+			k, err = base64.RawURLEncoding.Decode(c.Hash[:], []byte(h))
+			ok = k == hashBytes
+		}
+		if !ok || err != nil || len(h) != base64.RawURLEncoding.EncodedLen(hashBytes) {
 			return nil, fmt.Errorf("malformed recent-commands entry %q", p)
 		}
-		out = append(out, RecentCommand{Hash: h, Seq: n})
+		c.Seq = n
+		out = append(out, c)
 	}
 	return out, nil
 }
