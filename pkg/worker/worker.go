@@ -179,11 +179,11 @@ func (w *Worker) Stats() Stats {
 func (w *Worker) Run(ctx context.Context) error {
 	// Commands in progress finish even when ctx ends: an append that started is seen through.
 	base := context.WithoutCancel(ctx)
-	w.q.start(func(j job) { j.done(w.run(base, j)) })
 	announcer, err := placement.NewAnnouncer(w.deps.Conn, w.cfg.Layout, w.cfg.ID, w.cfg.HeartbeatInterval, w.deps.Logger)
 	if err != nil {
 		return err
 	}
+	w.q.start(func(j job) { j.done(w.run(base, j)) })
 	shared, err := w.subscribe(w.cfg.Layout.CommandSubjects(), w.cfg.Layout.WorkerQueue())
 	if err != nil {
 		return err
