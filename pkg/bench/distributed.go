@@ -734,37 +734,37 @@ func (s *distSetup) placeEventLeader(ctx context.Context) error {
 	if s.replicas <= 1 {
 		return nil
 	}
-	nc, err := nats.Connect(s.url, nats.Name("cosbench"))
-	if err != nil {
-		return fmt.Errorf("place the event stream's leader: connect: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("place the event stream's leader: %w", err)
-	}
-	return PlaceLeaders(ctx, js, LeaderServer, layout.Default().EventStream())
+	return s.withJetStream("place the event stream's leader", func(js jetstream.JetStream) error {
+		return PlaceLeaders(ctx, js, LeaderServer, layout.Default().EventStream())
+	})
 }
 
 // floorStream creates the floor's stream with the setup's replicas and, when replicated, places its
 // leader and that of the event stream on LeaderServer.
 func (s *distSetup) floorStream(ctx context.Context) error {
+	return s.withJetStream("floor stream", func(js jetstream.JetStream) error {
+		if err := createFloorStream(ctx, js, s.replicas); err != nil {
+			return err
+		}
+		if s.replicas > 1 {
+			return PlaceLeaders(ctx, js, LeaderServer, layout.Default().EventStream(), FloorStream)
+		}
+		return nil
+	})
+}
+
+// withJetStream runs fn on a connection of its own to the setup's NATS; what names the errors.
+func (s *distSetup) withJetStream(what string, fn func(jetstream.JetStream) error) error {
 	nc, err := nats.Connect(s.url, nats.Name("cosbench"))
 	if err != nil {
-		return fmt.Errorf("floor stream: connect: %w", err)
+		return fmt.Errorf("%s: connect: %w", what, err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return fmt.Errorf("floor stream: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	if err := createFloorStream(ctx, js, s.replicas); err != nil {
-		return err
-	}
-	if s.replicas > 1 {
-		return PlaceLeaders(ctx, js, LeaderServer, layout.Default().EventStream(), FloorStream)
-	}
-	return nil
+	return fn(js)
 }
 
 // distReadSide runs R1, 1 gateway × 1 worker, with a projector delivering to a no-op read side in this
