@@ -3,6 +3,7 @@ package fault
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"sort"
 	"strconv"
@@ -34,6 +35,46 @@ type accepted struct {
 // gateways are killed with SIGKILL and restarted. Every accepted command must be applied exactly once,
 // in acceptance order per entity, and have exactly one outcome.
 func TestIntakeExactlyOnceUnderKills(t *testing.T) {
+	testIntakeUnderFaults(t, false, func(tp *topology, n int, rng *rand.Rand) func() error {
+		var victim *proc
+		switch {
+		case n%8 == 0:
+			// In turn, so the gateway holding the intake is among the victims whichever it is.
+			victim = tp.gateways[(n/8)%len(tp.gateways)]
+		case n%3 == 0:
+			victim = tp.workers[rng.IntN(len(tp.workers))]
+		default:
+			return nil
+		}
+		victim.kill()
+		return victim.start
+	})
+}
+
+// TestIntakeExactlyOnceUnderNATSFaults is the same with the faults in NATS: a node killed with SIGKILL
+// (the intake's, outcomes' or events' stream leader among them, whichever it is), and every client
+// connection dropped, producers' included. A producer whose publish was stored but not acknowledged
+// retries and is told "duplicate", which is how it learns its command was accepted. Outcomes are
+// counted in the outcome stream: a subscriber's own connection is dropped too, and the republished
+// copy is not redelivered.
+func TestIntakeExactlyOnceUnderNATSFaults(t *testing.T) {
+	testIntakeUnderFaults(t, true, func(tp *topology, n int, rng *rand.Rand) func() error {
+		switch n % 6 {
+		case 0:
+			node := tp.nats.nodes[rng.IntN(clusterSize)]
+			node.kill()
+			return node.start
+		case 3:
+			tp.nats.dropClientConnections()
+		}
+		return nil
+	})
+}
+
+// testIntakeUnderFaults runs producers against the intake for 30 s while fault runs every second (n
+// counts the seconds); what fault returns, if anything, undoes it a second later. natsFaults says the
+// test's own connection is among the victims.
+func testIntakeUnderFaults(t *testing.T, natsFaults bool, fault func(tp *topology, n int, rng *rand.Rand) func() error) {
 	tp := newTopology(t)
 	startCtx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -113,9 +154,9 @@ func TestIntakeExactlyOnceUnderKills(t *testing.T) {
 				}
 				again, err := publish(m) // the producer retries: it must not count twice
 				amu.Lock()
-				if !ack.Duplicate {
-					acc = append(acc, accepted{id: id, entity: entity, seq: ack.Sequence})
-				}
+				// A first answer of "duplicate" is an earlier attempt of publish that was stored but
+				// whose acknowledgement was lost: accepted all the same, at the sequence it names.
+				acc = append(acc, accepted{id: id, entity: entity, seq: ack.Sequence})
 				if err == nil && again.Duplicate && again.Sequence == ack.Sequence {
 					dups++
 				} else {
@@ -127,27 +168,20 @@ func TestIntakeExactlyOnceUnderKills(t *testing.T) {
 		})
 	}
 
-	// Faults while the producers run: a worker every 3 s, a gateway every 8 s, each back after 1 s.
+	// Faults while the producers run, each undone after a second.
 	rng := rand.New(rand.NewPCG(1, 2))
-	kills := map[string]int{}
+	faults := 0
 	tick := time.NewTicker(time.Second)
 	for n := 1; produce.Err() == nil; n++ {
 		<-tick.C
-		var victim *proc
-		switch {
-		case n%8 == 0:
-			// In turn, so the gateway holding the intake is among the victims whichever it is.
-			victim = tp.gateways[(n/8)%len(tp.gateways)]
-		case n%3 == 0:
-			victim = tp.workers[rng.IntN(len(tp.workers))]
-		default:
+		undo := fault(tp, n, rng)
+		faults++
+		if undo == nil {
 			continue
 		}
-		victim.kill()
-		kills[victim.name]++
 		hold(produce, time.Second)
-		if err := victim.start(); err != nil {
-			t.Fatalf("restart %s: %v", victim.name, err)
+		if err := undo(); err != nil {
+			t.Fatalf("undo fault %d: %v", n, err)
 		}
 	}
 	tick.Stop()
@@ -155,20 +189,47 @@ func TestIntakeExactlyOnceUnderKills(t *testing.T) {
 	if len(perrs) > 0 {
 		t.Fatalf("producers: %d errors, first: %s", len(perrs), perrs[0])
 	}
-	t.Logf("%d commands accepted (each published twice: %d retries recognised as duplicates); kills: %v", len(acc), dups, kills)
+	t.Logf("%d commands accepted (each published twice: %d retries recognised as duplicates)", len(acc), dups)
+	if natsFaults {
+		for _, n := range tp.nats.nodes {
+			t.Logf("%s: started %d times", n.name, n.startCount())
+		}
+	} else {
+		for _, p := range tp.ours() {
+			t.Logf("%s: started %d times", p.name, p.startCount())
+		}
+	}
 
 	waitCtx, cancelWait := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancelWait()
 	if err := waitReady(waitCtx, tp.ours()); err != nil {
 		t.Fatalf("after the faults: %v", err)
 	}
-	var why string
-	costest.Eventually(t, 3*time.Minute, "an outcome for every accepted command", func() bool {
+	// Where the outcomes are counted: as a subscriber heard them, or as the outcome stream stores them
+	// when the subscriber's own connection was dropped.
+	heard := func() map[string][]*natspb.CommandOutcome {
 		omu.Lock()
 		defer omu.Unlock()
+		return maps.Clone(outcomes)
+	}
+	counted := heard
+	if natsFaults {
+		counted = func() map[string][]*natspb.CommandOutcome {
+			stored, err := readOutcomes(waitCtx, js, lay)
+			if err != nil {
+				t.Logf("read the outcome stream: %v", err)
+				return nil
+			}
+			return stored
+		}
+	}
+	var why string
+	var got map[string][]*natspb.CommandOutcome
+	costest.Eventually(t, 3*time.Minute, "an outcome for every accepted command", func() bool {
+		got = counted()
 		missing := 0
 		for _, a := range acc {
-			if len(outcomes[a.id]) == 0 {
+			if len(got[a.id]) == 0 {
 				missing++
 			}
 		}
@@ -189,35 +250,89 @@ func TestIntakeExactlyOnceUnderKills(t *testing.T) {
 		}
 	}
 	// Exactly one outcome each, and it says applied.
-	omu.Lock()
-	defer omu.Unlock()
 	replayed := 0
 	for _, a := range acc {
-		got := outcomes[a.id]
-		if len(got) != 1 {
-			t.Errorf("%s: %d outcomes", a.id, len(got))
+		one := got[a.id]
+		if len(one) != 1 {
+			t.Errorf("%s: %d outcomes", a.id, len(one))
 			continue
 		}
-		if got[0].GetResponse() == nil || got[0].GetIntakeSequence() != a.seq {
-			t.Errorf("%s: outcome %v (intake sequence %d)", a.id, got[0], a.seq)
+		if one[0].GetResponse() == nil || one[0].GetIntakeSequence() != a.seq {
+			t.Errorf("%s: outcome %v (intake sequence %d)", a.id, one[0], a.seq)
 		}
-		if got[0].GetReplayed() {
+		if one[0].GetReplayed() {
 			replayed++
 		}
 	}
-	if n := len(outcomes); n != len(acc) {
+	if n := len(got); n != len(acc) {
 		t.Errorf("%d commands have outcomes, %d were accepted", n, len(acc))
 	}
-	t.Logf("every accepted command applied once, in order, one outcome each (%d answered from the log after a retry)", replayed)
-	holds := 0
-	for _, g := range tp.gateways {
-		holds += g.grepLog("this gateway holds the intake")
+	// A subscriber whose connection was dropped may miss outcomes, but never hears one twice.
+	missed := 0
+	for id, one := range heard() {
+		if len(one) > 1 {
+			t.Errorf("%s: a subscriber heard %d outcomes", id, len(one))
+		}
 	}
-	if holds < 2 {
-		t.Errorf("the intake was taken %d times: killing its holder should have moved it", holds)
+	for _, a := range acc {
+		if len(heard()[a.id]) == 0 {
+			missed++
+		}
+	}
+	t.Logf("every accepted command applied once, in order, one outcome each (%d answered from the log after a retry; the subscriber missed %d)", replayed, missed)
+	if !natsFaults {
+		holds := 0
+		for _, g := range tp.gateways {
+			holds += g.grepLog("this gateway holds the intake")
+		}
+		if holds < 2 {
+			t.Errorf("the intake was taken %d times: killing its holder should have moved it", holds)
+		}
 	}
 	if exits := tp.unaskedExits(); len(exits) > 0 {
 		t.Errorf("processes exited unasked: %v", exits)
+	}
+}
+
+// readOutcomes reads the whole outcome stream, by command id.
+func readOutcomes(ctx context.Context, js jetstream.JetStream, lay layout.Layout) (map[string][]*natspb.CommandOutcome, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, lay.OutcomeStream())
+	if err != nil {
+		return nil, fmt.Errorf("outcome stream: %w", err)
+	}
+	out := map[string][]*natspb.CommandOutcome{}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{lay.OutcomeLogSubjects()}})
+	if err != nil {
+		return nil, fmt.Errorf("ordered consumer: %w", err)
+	}
+	for {
+		batch, err := c.FetchNoWait(500)
+		if err != nil {
+			return nil, fmt.Errorf("fetch: %w", err)
+		}
+		n := 0
+		var pending uint64
+		for m := range batch.Messages() {
+			n++
+			var o natspb.CommandOutcome
+			if err := proto.Unmarshal(m.Data(), &o); err != nil {
+				return nil, fmt.Errorf("undecodable outcome on %s: %w", m.Subject(), err)
+			}
+			out[o.GetCommandId()] = append(out[o.GetCommandId()], &o)
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			pending = md.NumPending
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("fetch: %w", err)
+		}
+		if n == 0 || pending == 0 {
+			return out, nil
+		}
 	}
 }
 

@@ -133,6 +133,13 @@ func (p *proc) start() error {
 	return nil
 }
 
+// startCount is how many times the process was started.
+func (p *proc) startCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.starts
+}
+
 // kill sends SIGKILL and waits for the process to be gone.
 func (p *proc) kill() { p.signal(syscall.SIGKILL, 0) }
 
