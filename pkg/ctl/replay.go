@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
 )
@@ -27,8 +28,9 @@ var replayCommand = &command{
 	summary: "restart a read side from the first event and follow it until caught up (alias: rebuild)",
 	help: `Rebuilds a read side: restarts it from the first event (RestartReadSide, or RestartReadSideByShard
 with --shard), then polls GetReadSideStatus every --interval until no event is pending on the chosen
-shards, drawing progress on stderr: events done / total, rate and ETA. Total is the sum of pending
-events right after the restart (it grows if events keep coming). On a terminal the bar is redrawn in
+shards, drawing progress on stderr: events done / total, rate and ETA. Total is what the restart
+gave the shards to deliver again, as the gateway counted it at the reset (it grows if events keep
+coming). On a terminal the bar is redrawn in
 place; otherwise a plain line is printed every 5 s. --output json prints JSON progress lines on stdout
 instead ({"read_side_id", "shards", "done", "total", "pending", "percent", "rate", "eta_seconds",
 "elapsed_seconds", "finished"}). --no-wait returns right after the restart.
@@ -116,6 +118,9 @@ func (c *call) replay(ctx context.Context, f *readSideFlags, noWait bool, interv
 			if len(shards) == 0 {
 				return &exitError{code: ExitNotFound, msg: fmt.Sprintf("NOT_FOUND: read side %s has no shard to follow on %s", f.id, where)}
 			}
+			if first {
+				p.total = restartTotal(chosen(before.GetShards(), f), shards)
+			}
 			p.observe(shards, first)
 			first = false
 			if stuck := blocked(shards, true); stuck != "" {
@@ -132,7 +137,7 @@ func (c *call) replay(ctx context.Context, f *readSideFlags, noWait bool, interv
 		if !first && p.pending == 0 {
 			out.show(p, true)
 			if c.format() != "json" {
-				fmt.Fprintf(c.stdout, "read side %s caught up on %s in %s (%d events were pending after the restart)\n",
+				fmt.Fprintf(c.stdout, "read side %s caught up on %s in %s (%d events delivered since the restart)\n",
 					f.id, where, p.now.Sub(p.start).Round(time.Millisecond), p.total)
 			}
 			return nil
@@ -183,8 +188,28 @@ type progress struct {
 	lastRendered time.Time
 }
 
-// observe takes in a status poll. Total starts as the pending events right after the restart and
-// grows when new events make done + pending exceed it; done never goes back.
+// restartTotal is how many events the restart gave the shards to deliver again, as the gateway
+// recorded it for each shard's restart (0 when a shard has no record newer than before the restart:
+// a gateway of an older version).
+func restartTotal(before, after []*natspb.ReadSideShardStatus) uint64 {
+	prev := map[uint64]*natspb.ReadSideShardStatus{}
+	for _, s := range before {
+		prev[s.GetClusterShardNumber()] = s
+	}
+	var total uint64
+	for _, s := range after {
+		at := s.GetRestartedAt()
+		if at == nil || proto.Equal(at, prev[s.GetClusterShardNumber()].GetRestartedAt()) {
+			return 0
+		}
+		total += s.GetReplayTotal()
+	}
+	return total
+}
+
+// observe takes in a status poll. Total starts as the events the restart gave the shards to deliver
+// again (p.total, when known), or else as the pending events at the first poll, and grows when new
+// events make done + pending exceed it; done never goes back.
 func (p *progress) observe(shards []*natspb.ReadSideShardStatus, first bool) {
 	p.shards = p.shards[:0]
 	var pending uint64
@@ -198,7 +223,7 @@ func (p *progress) observe(shards []*natspb.ReadSideShardStatus, first bool) {
 	}
 	p.pending = pending
 	if first {
-		p.total = pending
+		p.total = max(p.total, pending)
 	}
 	if pending <= p.total && p.total-pending > p.done {
 		p.done = p.total - pending

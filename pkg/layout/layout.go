@@ -188,6 +188,11 @@ func (l Layout) ReadSideStateKey(readSideID string, shard int) string {
 	return readSideID + "." + strconv.Itoa(shard)
 }
 
+// ReadSideRestartKey is the key in ReadSideBucket of one shard's last restart (its replay's size).
+func (l Layout) ReadSideRestartKey(readSideID string, shard int) string {
+	return l.ReadSideStateKey(readSideID, shard) + ".restart"
+}
+
 // ProjectorGroup is the priority group projector replicas pull with; the server pins one of them.
 const ProjectorGroup = "projectors"
 

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	natspb "github.com/cosnats/cosnats/gen/cosnats/v1"
@@ -202,10 +203,21 @@ func (m *Manager) restart(ctx context.Context, id string, shard int) error {
 	if err := b.status.Clear(ctx, id, shard); err != nil {
 		return err
 	}
-	if _, err := b.js.ResetConsumerToSequence(ctx, m.layout.EventStream(), m.layout.ReadSideConsumer(id, shard), 1); err != nil {
+	at := timestamppb.Now()
+	reset, err := b.js.ResetConsumerToSequence(ctx, m.layout.EventStream(), m.layout.ReadSideConsumer(id, shard), 1)
+	if err != nil {
 		return err
 	}
-	return m.settle(ctx, id, shard)
+	// The reset's answer counts what the shard must deliver again, before the projector took any.
+	var pending uint64
+	if reset.ConsumerInfo != nil {
+		pending = reset.NumPending + uint64(reset.NumAckPending)
+	}
+	// Recorded after the projector confirmed, so the reset reaches it as soon as possible.
+	if err := m.settle(ctx, id, shard); err != nil {
+		return err
+	}
+	return b.status.PutRestart(ctx, id, shard, &natspb.ReadSideRestart{At: at, Pending: pending})
 }
 
 // errNothingToSkip is reported by skip on a shard that has delivered everything.
@@ -379,7 +391,13 @@ func (m *Manager) GetReadSideStatus(ctx context.Context, req *natspb.GetReadSide
 			if err != nil {
 				return err
 			}
+			restart, err := b.status.Restart(ctx, id, s)
+			if err != nil {
+				return err
+			}
 			resp.Shards = append(resp.Shards, &natspb.ReadSideShardStatus{
+				RestartedAt:        restart.GetAt(),
+				ReplayTotal:        restart.GetPending(),
 				ReadSideId:         id,
 				ClusterShardNumber: uint64(s),
 				Offset:             info.AckFloor.Stream,

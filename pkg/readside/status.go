@@ -71,3 +71,32 @@ func (s *StatusStore) Clear(ctx context.Context, readSide string, shard int) err
 	}
 	return nil
 }
+
+// PutRestart records a shard's restart: when, and how many events it has to deliver again, so
+// operators can follow the replay (cosctl readside replay).
+func (s *StatusStore) PutRestart(ctx context.Context, readSide string, shard int, r *natspb.ReadSideRestart) error {
+	b, err := proto.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if _, err := s.kv.Put(ctx, s.layout.ReadSideRestartKey(readSide, shard), b); err != nil {
+		return fmt.Errorf("record restart of %s/%d: %w", readSide, shard, err)
+	}
+	return nil
+}
+
+// Restart returns a shard's last restart, nil when it was never restarted.
+func (s *StatusStore) Restart(ctx context.Context, readSide string, shard int) (*natspb.ReadSideRestart, error) {
+	e, err := s.kv.Get(ctx, s.layout.ReadSideRestartKey(readSide, shard))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read restart of %s/%d: %w", readSide, shard, err)
+	}
+	var r natspb.ReadSideRestart
+	if err := proto.Unmarshal(e.Value(), &r); err != nil {
+		return nil, fmt.Errorf("decode restart of %s/%d: %w", readSide, shard, err)
+	}
+	return &r, nil
+}

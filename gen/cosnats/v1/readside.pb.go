@@ -131,7 +131,12 @@ type ReadSideShardStatus struct {
 	// Stream sequence of the event that failed last.
 	FailedSequence uint64 `protobuf:"varint,10,opt,name=failed_sequence,json=failedSequence,proto3" json:"failed_sequence,omitempty"`
 	// Failed deliveries of that event so far.
-	Attempts      uint64 `protobuf:"varint,11,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Attempts uint64 `protobuf:"varint,11,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The shard's last restart (RestartReadSide, RestartReadSideByShard): when it was reset to the first
+	// event, and how many events it then had to deliver again. Unset when it was never restarted.
+	// done = replay_total - pending while the replay runs and no new event arrives.
+	RestartedAt   *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=restarted_at,json=restartedAt,proto3" json:"restarted_at,omitempty"`
+	ReplayTotal   uint64                 `protobuf:"varint,13,opt,name=replay_total,json=replayTotal,proto3" json:"replay_total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -243,6 +248,20 @@ func (x *ReadSideShardStatus) GetAttempts() uint64 {
 	return 0
 }
 
+func (x *ReadSideShardStatus) GetRestartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RestartedAt
+	}
+	return nil
+}
+
+func (x *ReadSideShardStatus) GetReplayTotal() uint64 {
+	if x != nil {
+		return x.ReplayTotal
+	}
+	return 0
+}
+
 // ReadSideShardState is what the projector records about a shard's failures (KV bucket <prefix>_READSIDES).
 type ReadSideShardState struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -328,6 +347,61 @@ func (x *ReadSideShardState) GetAttempts() uint64 {
 	return 0
 }
 
+// ReadSideRestart is what the read-side manager records about a shard's last restart (KV bucket
+// <prefix>_READSIDES, key <read side>.<shard>.restart).
+type ReadSideRestart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	// Events pending on the shard right after its consumer was reset to the first event.
+	Pending       uint64 `protobuf:"varint,2,opt,name=pending,proto3" json:"pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadSideRestart) Reset() {
+	*x = ReadSideRestart{}
+	mi := &file_cosnats_v1_readside_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadSideRestart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadSideRestart) ProtoMessage() {}
+
+func (x *ReadSideRestart) ProtoReflect() protoreflect.Message {
+	mi := &file_cosnats_v1_readside_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadSideRestart.ProtoReflect.Descriptor instead.
+func (*ReadSideRestart) Descriptor() ([]byte, []int) {
+	return file_cosnats_v1_readside_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ReadSideRestart) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *ReadSideRestart) GetPending() uint64 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
 var File_cosnats_v1_readside_proto protoreflect.FileDescriptor
 
 const file_cosnats_v1_readside_proto_rawDesc = "" +
@@ -338,7 +412,7 @@ const file_cosnats_v1_readside_proto_rawDesc = "" +
 	"\fread_side_id\x18\x01 \x01(\tR\n" +
 	"readSideId\"T\n" +
 	"\x19GetReadSideStatusResponse\x127\n" +
-	"\x06shards\x18\x01 \x03(\v2\x1f.cosnats.v1.ReadSideShardStatusR\x06shards\"\x8f\x03\n" +
+	"\x06shards\x18\x01 \x03(\v2\x1f.cosnats.v1.ReadSideShardStatusR\x06shards\"\xf1\x03\n" +
 	"\x13ReadSideShardStatus\x12 \n" +
 	"\fread_side_id\x18\x01 \x01(\tR\n" +
 	"readSideId\x120\n" +
@@ -353,7 +427,9 @@ const file_cosnats_v1_readside_proto_rawDesc = "" +
 	"\x0flast_error_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\rlastErrorTime\x12'\n" +
 	"\x0ffailed_sequence\x18\n" +
 	" \x01(\x04R\x0efailedSequence\x12\x1a\n" +
-	"\battempts\x18\v \x01(\x04R\battempts\"\xf0\x01\n" +
+	"\battempts\x18\v \x01(\x04R\battempts\x12=\n" +
+	"\frestarted_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vrestartedAt\x12!\n" +
+	"\freplay_total\x18\r \x01(\x04R\vreplayTotal\"\xf0\x01\n" +
 	"\x12ReadSideShardState\x12\x18\n" +
 	"\astopped\x18\x01 \x01(\bR\astopped\x12\x18\n" +
 	"\afailing\x18\x02 \x01(\bR\afailing\x12\x1d\n" +
@@ -361,7 +437,10 @@ const file_cosnats_v1_readside_proto_rawDesc = "" +
 	"last_error\x18\x03 \x01(\tR\tlastError\x12B\n" +
 	"\x0flast_error_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rlastErrorTime\x12'\n" +
 	"\x0ffailed_sequence\x18\x05 \x01(\x04R\x0efailedSequence\x12\x1a\n" +
-	"\battempts\x18\x06 \x01(\x04R\battempts2y\n" +
+	"\battempts\x18\x06 \x01(\x04R\battempts\"W\n" +
+	"\x0fReadSideRestart\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
+	"\apending\x18\x02 \x01(\x04R\apending2y\n" +
 	"\x15ReadSideStatusService\x12`\n" +
 	"\x11GetReadSideStatus\x12$.cosnats.v1.GetReadSideStatusRequest\x1a%.cosnats.v1.GetReadSideStatusResponseB5Z3github.com/cosnats/cosnats/gen/cosnats/v1;cosnatsv1b\x06proto3"
 
@@ -377,25 +456,28 @@ func file_cosnats_v1_readside_proto_rawDescGZIP() []byte {
 	return file_cosnats_v1_readside_proto_rawDescData
 }
 
-var file_cosnats_v1_readside_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_cosnats_v1_readside_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_cosnats_v1_readside_proto_goTypes = []any{
 	(*GetReadSideStatusRequest)(nil),  // 0: cosnats.v1.GetReadSideStatusRequest
 	(*GetReadSideStatusResponse)(nil), // 1: cosnats.v1.GetReadSideStatusResponse
 	(*ReadSideShardStatus)(nil),       // 2: cosnats.v1.ReadSideShardStatus
 	(*ReadSideShardState)(nil),        // 3: cosnats.v1.ReadSideShardState
-	(*timestamppb.Timestamp)(nil),     // 4: google.protobuf.Timestamp
+	(*ReadSideRestart)(nil),           // 4: cosnats.v1.ReadSideRestart
+	(*timestamppb.Timestamp)(nil),     // 5: google.protobuf.Timestamp
 }
 var file_cosnats_v1_readside_proto_depIdxs = []int32{
 	2, // 0: cosnats.v1.GetReadSideStatusResponse.shards:type_name -> cosnats.v1.ReadSideShardStatus
-	4, // 1: cosnats.v1.ReadSideShardStatus.last_error_time:type_name -> google.protobuf.Timestamp
-	4, // 2: cosnats.v1.ReadSideShardState.last_error_time:type_name -> google.protobuf.Timestamp
-	0, // 3: cosnats.v1.ReadSideStatusService.GetReadSideStatus:input_type -> cosnats.v1.GetReadSideStatusRequest
-	1, // 4: cosnats.v1.ReadSideStatusService.GetReadSideStatus:output_type -> cosnats.v1.GetReadSideStatusResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	5, // 1: cosnats.v1.ReadSideShardStatus.last_error_time:type_name -> google.protobuf.Timestamp
+	5, // 2: cosnats.v1.ReadSideShardStatus.restarted_at:type_name -> google.protobuf.Timestamp
+	5, // 3: cosnats.v1.ReadSideShardState.last_error_time:type_name -> google.protobuf.Timestamp
+	5, // 4: cosnats.v1.ReadSideRestart.at:type_name -> google.protobuf.Timestamp
+	0, // 5: cosnats.v1.ReadSideStatusService.GetReadSideStatus:input_type -> cosnats.v1.GetReadSideStatusRequest
+	1, // 6: cosnats.v1.ReadSideStatusService.GetReadSideStatus:output_type -> cosnats.v1.GetReadSideStatusResponse
+	6, // [6:7] is the sub-list for method output_type
+	5, // [5:6] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_cosnats_v1_readside_proto_init() }
@@ -409,7 +491,7 @@ func file_cosnats_v1_readside_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cosnats_v1_readside_proto_rawDesc), len(file_cosnats_v1_readside_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
