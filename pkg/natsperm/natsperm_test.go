@@ -515,6 +515,12 @@ func TestRolesAreRefused(t *testing.T) {
 		{natsperm.Producer, api + "CONSUMER.DELETE." + s.lay.EventStream() + "." + rsConsumer},
 		{natsperm.Worker, api + "CONSUMER.DELETE." + s.lay.EventStream() + "." + rsConsumer},
 		{natsperm.Producer, api + "CONSUMER.DELETE." + s.lay.IntakeStream() + "." + s.lay.IntakeConsumer()},
+		{natsperm.Gateway, api + "CONSUMER.DELETE." + s.lay.IntakeStream() + "." + s.lay.IntakeConsumer()},
+		{natsperm.Producer, api + "STREAM.PURGE." + s.lay.IntakeStream()},
+		{natsperm.Gateway, api + "STREAM.PURGE." + s.lay.IntakeStream()},
+		{natsperm.Gateway, api + "STREAM.PURGE." + s.lay.OutcomeStream()},
+		{natsperm.Gateway, api + "STREAM.DELETE." + s.lay.OutcomeStream()},
+		{natsperm.Producer, api + "STREAM.DELETE." + s.lay.IntakeStream()},
 		{natsperm.Producer, api + "STREAM.INFO." + s.lay.EventStream()},
 		{natsperm.Producer, api + "DIRECT.GET." + s.lay.EventStream()},
 	}
