@@ -126,6 +126,8 @@ func TestAutoStartFalseStartsPaused(t *testing.T) {
 	s.start()
 	s.projector()
 	s.write("e", 2)
+	// The status answers NOT_FOUND until the projector made the consumers (a loaded machine is slow).
+	s.waitConsumers("manual")
 	costest.Eventually(t, 10*time.Second, "the shard's consumer", func() bool {
 		st := s.shardStatus("manual", s.shard("e"))
 		return st.GetPaused() && st.GetPending() == 2
