@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cosnats/cosnats/internal/faultproxy"
 )
@@ -198,6 +199,21 @@ func (c *natsCluster) dropClientConnections() {
 	for _, px := range c.clients {
 		px.DropConnections()
 	}
+}
+
+// jetStream opens a test connection to the cluster for the JetStream API, closed when the test ends.
+func (c *natsCluster) jetStream(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := c.connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
 }
 
 // connect opens a test connection to the cluster (directly to the nodes' proxies).

@@ -81,15 +81,7 @@ func testIntakeUnderFaults(t *testing.T, natsFaults bool, fault func(tp *topolog
 	if _, err := tp.startAllAtOnce(startCtx); err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	nc, err := tp.nats.connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := tp.nats.jetStream(t)
 	lay := layout.Default()
 
 	// Every outcome published, as a subscriber sees it (the outcome stream would hide a second

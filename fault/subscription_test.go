@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc/status"
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
@@ -121,15 +120,7 @@ func TestSubscriptionsResumeUnderFaults(t *testing.T) {
 		t.Fatalf("after the faults: %v", err)
 	}
 
-	nc, err := tp.nats.connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := tp.nats.jetStream(t)
 	events, err := js.Stream(waitCtx, layout.Default().EventStream())
 	if err != nil {
 		t.Fatal(err)
