@@ -391,13 +391,13 @@ func (m *Manager) GetReadSideStatus(ctx context.Context, req *natspb.GetReadSide
 			if err != nil {
 				return err
 			}
-			restart, err := b.status.Restart(ctx, id, s)
+			last, err := b.status.Restart(ctx, id, s)
 			if err != nil {
 				return err
 			}
 			resp.Shards = append(resp.Shards, &natspb.ReadSideShardStatus{
-				RestartedAt:        restart.GetAt(),
-				ReplayTotal:        restart.GetPending(),
+				RestartedAt:        last.GetAt(),
+				ReplayTotal:        last.GetPending(),
 				ReadSideId:         id,
 				ClusterShardNumber: uint64(s),
 				Offset:             info.AckFloor.Stream,
