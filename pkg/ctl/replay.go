@@ -30,9 +30,10 @@ var replayCommand = &command{
 with --shard), then polls GetReadSideStatus every --interval until no event is pending on the chosen
 shards, drawing progress on stderr: events done / total, rate and ETA. Total is what the restart
 gave the shards to deliver again, as the gateway counted it at the reset (it grows if events keep
-coming). On a terminal the bar is redrawn in place; otherwise a plain line is printed every 5 s. --output json prints JSON progress lines on stdout
-instead ({"read_side_id", "shards", "done", "total", "pending", "percent", "rate", "eta_seconds",
-"elapsed_seconds", "finished"}). --no-wait returns right after the restart.
+coming). On a terminal the bar is redrawn in place; otherwise a plain line is printed every 5 s.
+--output json prints JSON progress lines on stdout instead ({"read_side_id", "shards", "done",
+"total", "pending", "percent", "rate", "eta_seconds", "elapsed_seconds", "finished"}). --no-wait
+returns right after the restart.
 
 A paused or stopped shard cannot catch up: the replay then refuses to start (exit 1) and says
 which; resume it first. A failing shard is shown and waited for (its failure policy retries).
