@@ -171,7 +171,7 @@ func TestEveryEventReachesEveryReadSideInOrder(t *testing.T) {
 	}
 	wg.Wait()
 	for _, rec := range []*costest.Recorder{alpha, beta} {
-		rec.WaitFor(t, 60*time.Second, "every event", allReached(ids, events))
+		rec.WaitFor(t, 2*time.Minute, "every event", allReached(ids, events)) // a deadline for a loaded machine (-race, other packages)
 		got := make(map[string][]uint32, len(ids))
 		for _, id := range ids {
 			got[id] = rec.Received(id)
