@@ -203,6 +203,22 @@ func received(id string, n int) func(*costest.Recorder) bool {
 	return func(r *costest.Recorder) bool { return len(r.Received(id)) >= n }
 }
 
+// inOrderAtLeastOnce checks that revisions 1..n were received in order, each at least once: a
+// redelivery may repeat revisions already handled (at least once), never skip one.
+func inOrderAtLeastOnce(got []uint32, n uint32) error {
+	var high uint32
+	for i, rev := range got {
+		if rev > high+1 {
+			return fmt.Errorf("revision %d at %d after at most %d: one was skipped", rev, i, high)
+		}
+		high = max(high, rev)
+	}
+	if high < n {
+		return fmt.Errorf("received up to revision %d of %d", high, n)
+	}
+	return nil
+}
+
 // closedAddr is a loopback address nothing listens on.
 func closedAddr(t *testing.T) string {
 	t.Helper()
