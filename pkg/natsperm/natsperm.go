@@ -133,6 +133,8 @@ func For(l layout.Layout, r Role) Permissions {
 		p.Publish.Allow = concat(
 			[]string{l.CommandSubjects(), l.AllWorkerCommandSubjects(), l.SyncSubject(), l.OutcomeLogSubjects(), l.UnsubscribeSubject(), l.ReadSideControlSubjects()},
 			bindEvents, readEvents, readSideStatus, readSideConsumers,
+			// The manager unpins a shard whose projector does not confirm an operation (readside.settle).
+			[]string{api + "CONSUMER.UNPIN." + n.events + ".*"},
 			// Live subscriptions: ordered consumers on the event stream, deleted when they end. The
 			// manager lists the consumers to find a read side's shards.
 			[]string{

@@ -291,6 +291,7 @@ type system struct {
 	rec       *costest.Recorder
 	gw        *costest.Node
 	worker    *costest.Node
+	projector *costest.Node
 	client    cospb.ChiefOfStateServiceClient
 	manager   cospb.ReadSideManagerServiceClient
 	numShards int
@@ -312,7 +313,7 @@ func startSystem(t *testing.T, nodes int) *system {
 	}
 	s.gw = costest.StartNode(t, on(natsperm.Gateway, 0), node.Roles{Gateway: true})
 	s.worker = costest.StartNode(t, on(natsperm.Worker, 1), node.Roles{Worker: true})
-	costest.StartNode(t, on(natsperm.Projector, 2), node.Roles{Projector: true})
+	s.projector = costest.StartNode(t, on(natsperm.Projector, 2), node.Roles{Projector: true})
 	conn := costest.Conn(t, s.gw.GRPCAddr)
 	s.client, s.manager = cospb.NewChiefOfStateServiceClient(conn), cospb.NewReadSideManagerServiceClient(conn)
 	return s
@@ -473,7 +474,33 @@ func (s *system) job(t *testing.T) {
 	if _, err := s.client.UnsubscribeAll(ctx, &cospb.UnsubscribeAllRequest{SubscriptionId: "perm-live"}); err != nil {
 		t.Fatalf("UnsubscribeAll: %v", err)
 	}
+
+	// The manager when the projector holding a shard does not answer: it unpins the shard itself.
+	if err := s.projector.Stop(); err != nil {
+		t.Fatalf("stop the projector: %v", err)
+	}
+	_, ajs, _ := s.connect(t, natsperm.Admin)
+	info, err := ajs.Consumer(ctx, s.lay.EventStream(), s.lay.ReadSideConsumer("rs", int(shard)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pinned(info.CachedInfo()) {
+		t.Fatalf("the stopped projector's pin on shard %d is gone already: this test needs it", shard)
+	}
+	if _, err := s.manager.PauseReadSideByShard(ctx, &cospb.PauseReadSideByShardRequest{ReadSideId: "rs", ClusterShardNumber: shard}); err != nil {
+		t.Fatalf("PauseReadSideByShard with the projector gone: %v", err)
+	}
 	s.noViolations(t)
+}
+
+// pinned says whether the server pinned the consumer to a client.
+func pinned(info *jetstream.ConsumerInfo) bool {
+	for _, g := range info.PriorityGroups {
+		if g.PinnedClientID != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // What the roles must not do is refused by nats-server, and nothing of it reaches the streams.
