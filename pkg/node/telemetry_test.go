@@ -324,8 +324,11 @@ func TestMetricsOfARunningSystem(t *testing.T) {
 		ok := value(fams, "cos_readside_events_total", map[string]string{"read_side": "rs", "outcome": "ok"})
 		held := value(fams, "cos_readside_shard_state", map[string]string{"read_side": "rs", "state": "running"})
 		workers := value(fams, "cos_gateway_workers", nil)
-		why = fmt.Sprintf("%v events ok, %v shards running, %v workers known", ok, held, workers)
-		return ok == commands+1 && held > 0 && workers == 1 // its own worker, heard by its gateway
+		// The lag and the states are set together, but a scrape collects one family after the other and
+		// may fall between them during the reporter's first round.
+		lag := fams["cos_readside_lag_events"] != nil
+		why = fmt.Sprintf("%v events ok, %v shards running, lag reported %v, %v workers known", ok, held, lag, workers)
+		return ok == commands+1 && held > 0 && lag && workers == 1 // its own worker, heard by its gateway
 	}, &why)
 	for _, name := range DocumentedMetrics {
 		if fams[name] == nil {
