@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cosnats/cosnats/internal/faultproxy"
+	"github.com/cosnats/cosnats/pkg/layout"
+	"github.com/cosnats/cosnats/pkg/natsperm"
 )
 
 // natsCluster is three nats-server processes. Every connection to a node goes through a fault proxy of
@@ -28,6 +30,24 @@ type natsCluster struct {
 }
 
 const clusterSize = 3
+
+// harnessUser is the test's own NATS user: every permission in the account, for reading the log,
+// leader step-downs and the like. Our processes connect as their roles' restricted users
+// (pkg/natsperm), as a hardened deployment runs them.
+const harnessUser, harnessPassword = "cos-fault", "fault-harness"
+
+// rolePassword is the password of a role's NATS user in the fault cluster.
+func rolePassword(r natsperm.Role) string { return "fault-" + string(r) }
+
+// accountsConf is the nats-server accounts block: natsperm's users and permissions, plus the harness.
+func accountsConf() string {
+	conf := natsperm.Conf(layout.Default())
+	users := "    users: [\n"
+	if !strings.Contains(conf, users) {
+		panic("natsperm.Conf changed shape: no users list found")
+	}
+	return strings.Replace(conf, users, users+fmt.Sprintf("      { user: %q, password: %q }\n", harnessUser, harnessPassword), 1)
+}
 
 func startNATSProxies(t testing.TB, dir string) *natsCluster {
 	t.Helper()
@@ -67,7 +87,7 @@ func startNATSProxies(t testing.TB, dir string) *natsCluster {
 		store := filepath.Join(dir, fmt.Sprintf("n%d", i))
 		// Pings every 2 s: a node or client behind a blackhole is noticed within seconds. Routes advertise
 		// an address nobody listens on, so servers never route around the proxies.
-		conf := fmt.Sprintf(`server_name: n%d
+		conf := accountsConf() + fmt.Sprintf(`server_name: n%d
 listen: 127.0.0.1:%d
 http: %s
 ping_interval: "2s"
@@ -90,9 +110,13 @@ cluster {
 		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		env := os.Environ()
+		for _, r := range natsperm.Roles {
+			env = append(env, natsperm.PasswordEnv(r)+"="+rolePassword(r))
+		}
 		c.nodes = append(c.nodes, &proc{
 			name: fmt.Sprintf("nats-%d", i), bin: filepath.Join(bin, "nats-server"), args: []string{"-c", path},
-			env: os.Environ(), log: filepath.Join(dir, fmt.Sprintf("nats-%d.log", i)),
+			env: env, log: filepath.Join(dir, fmt.Sprintf("nats-%d.log", i)),
 		})
 	}
 	return c
@@ -218,5 +242,24 @@ func (c *natsCluster) jetStream(t *testing.T) (*nats.Conn, jetstream.JetStream) 
 
 // connect opens a test connection to the cluster (directly to the nodes' proxies).
 func (c *natsCluster) connect() (*nats.Conn, error) {
-	return nats.Connect(c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	return nats.Connect(c.URLs(), nats.UserInfo(harnessUser, harnessPassword), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+}
+
+// violations returns the permission violations the nodes logged: a process of ours that needed a
+// subject its role's permission set does not grant (only in a path the other tests do not take, such
+// as a recovery).
+func (c *natsCluster) violations() []string {
+	var out []string
+	for _, n := range c.nodes {
+		b, err := os.ReadFile(n.log)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "Violation") {
+				out = append(out, n.name+": "+line)
+			}
+		}
+	}
+	return out
 }

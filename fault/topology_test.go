@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	cospb "github.com/cosnats/cosnats/gen/chief_of_state/v1"
 	"github.com/cosnats/cosnats/internal/costest"
+	"github.com/cosnats/cosnats/pkg/natsperm"
 )
 
 // numShards is small so that each shard's consumer sees plenty of events.
@@ -128,9 +130,17 @@ func newTopology(t *testing.T) *topology {
 		"COS_READ_SIDE_CONFIG__MAX_IN_FLIGHT__rs=32",
 		"LOG_LEVEL=INFO",
 	)
+	// Each role its own restricted NATS user, the password from a file, as in a hardened deployment.
+	for _, r := range []natsperm.Role{natsperm.Gateway, natsperm.Worker, natsperm.Projector} {
+		if err := os.WriteFile(filepath.Join(dir, string(r)+".password"), []byte(rolePassword(r)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	mkNamed := func(role, name string, extraEnv ...string) (*proc, string) {
 		probe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		env := append(append(append([]string(nil), base...), "COS_SERVICE_NAME="+name, "COS_METRICS_ADDRESS="+probe), extraEnv...)
+		env := append(append([]string(nil), base...), "COS_SERVICE_NAME="+name, "COS_METRICS_ADDRESS="+probe,
+			"COS_NATS_USER="+natsperm.User(natsperm.Role(role)), "COS_NATS_PASSWORD_FILE="+filepath.Join(dir, role+".password"))
+		env = append(env, extraEnv...)
 		var addr string
 		if role == "gateway" {
 			addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -160,6 +170,10 @@ func newTopology(t *testing.T) *topology {
 		}
 		for _, n := range tp.nats.nodes {
 			n.kill()
+		}
+		// Checked last, after every fault: recoveries take paths the permission tests do not.
+		if v := tp.nats.violations(); len(v) > 0 {
+			t.Errorf("%d permission violations, a role's permission set lacks what it needed; first: %s", len(v), strings.Join(v[:min(len(v), 5)], "\n"))
 		}
 		if t.Failed() {
 			for _, p := range tp.all() {

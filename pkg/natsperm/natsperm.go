@@ -173,6 +173,11 @@ func For(l layout.Layout, r Role) Permissions {
 				"$KV." + n.stateKV + ".>",
 			},
 		)
+		// Replies go to the gateways' inboxes. allow_responses alone is not enough: it is kept per
+		// client connection, so a worker that reconnected (a dropped connection, a node killed) would be
+		// refused the reply to a command it took before, and the caller would wait for UNKNOWN. Found by
+		// the fault suite. A worker may forge events anyway; answering inboxes adds nothing to that.
+		p.Publish.Allow = append(p.Publish.Allow, inbox)
 		p.Publish.Deny = concat(deny, notBarriers, notOutcomes)
 		p.Subscribe.Allow = []string{inbox, l.CommandSubjects(), l.AllWorkerCommandSubjects()}
 		p.AllowResponses = true
@@ -183,6 +188,8 @@ func For(l layout.Layout, r Role) Permissions {
 				api + "CONSUMER.CREATE." + n.events + ".*.>",
 				api + "CONSUMER.MSG.NEXT." + n.events + ".*",
 				"$JS.ACK." + n.events + ".>",
+				// Confirmations of the manager's control requests, also after a reconnect (see Worker).
+				inbox,
 			},
 		)
 		p.Publish.Deny = concat(deny, notEvents, notBarriers, notOutcomes)
