@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/grpc/codes"
@@ -40,6 +41,8 @@ type Sync struct {
 	log   *slog.Logger
 	slots chan struct{}
 	wg    sync.WaitGroup
+	// subscribed is closed once the server has the subscription: from then on a request finds it.
+	subscribed chan struct{}
 }
 
 // NewSync builds the synchronous intake; types may be nil (no JSON).
@@ -47,8 +50,12 @@ func NewSync(cfg SyncConfig, nc *nats.Conn, run Runner, types *schema.Resolver, 
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 4096
 	}
-	return &Sync{cfg: cfg, nc: nc, run: run, types: types, log: log, slots: make(chan struct{}, cfg.MaxConcurrent)}
+	return &Sync{cfg: cfg, nc: nc, run: run, types: types, log: log, slots: make(chan struct{}, cfg.MaxConcurrent),
+		subscribed: make(chan struct{})}
 }
+
+// Subscribed is closed once requests on the intake subject reach this gateway.
+func (s *Sync) Subscribed() <-chan struct{} { return s.subscribed }
 
 // Run takes requests until ctx ends, then stops taking them and lets those running finish.
 func (s *Sync) Run(ctx context.Context) error {
@@ -57,10 +64,24 @@ func (s *Sync) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribe to %s: %w", s.cfg.Layout.ProcessSubject(), err)
 	}
-	if err := s.nc.Flush(); err != nil {
-		_ = sub.Unsubscribe()
-		return fmt.Errorf("subscribe to %s: %w", s.cfg.Layout.ProcessSubject(), err)
+	// The subscription is the client's from now on: nats.go sends it again after every reconnect. The
+	// flush only confirms that the server has it; NATS away for a moment must not end the intake.
+	for {
+		err := s.nc.FlushTimeout(5 * time.Second)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || s.nc.IsClosed() {
+			_ = sub.Unsubscribe()
+			return nil
+		}
+		s.log.Warn("subscription to the intake subject not confirmed yet; waiting", "subject", s.cfg.Layout.ProcessSubject(), "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
 	}
+	close(s.subscribed)
 	s.log.Info("taking commands over NATS", "subject", s.cfg.Layout.ProcessSubject(), "queue", s.cfg.Layout.GatewayQueue())
 	<-ctx.Done()
 	_ = sub.Unsubscribe()

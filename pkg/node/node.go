@@ -776,6 +776,13 @@ func (n *node) startIntakes(ctx context.Context, g *errgroup.Group, nc *nats.Con
 		Metrics: n.metrics, DrainTimeout: n.cfg.ShutdownTimeout})
 	g.Go(func() error { return sync.Run(ctx) })
 	g.Go(func() error { return async.Run(ctx) })
+	// Ready means a producer's request finds this gateway, as a gRPC call does.
+	cond := n.health.Add("intake", "subscribing to "+n.lay.ProcessSubject())
+	select {
+	case <-sync.Subscribed():
+		cond.OK()
+	case <-ctx.Done():
+	}
 	return closeTypes, nil
 }
 
