@@ -278,11 +278,19 @@ func (n *node) run(ctx context.Context) error {
 	defer stopIntakes()
 	intakes, ictx := errgroup.WithContext(intakeCtx)
 	if gw != nil && cfg.Intake.Enabled {
-		closeTypes, err := n.startIntakes(ictx, intakes, nc, js, gw)
+		subscribed, closeTypes, err := n.startIntakes(ictx, intakes, nc, js, gw)
 		if err != nil {
 			return err
 		}
 		defer closeTypes()
+		// Ready means a producer's request finds this gateway, as a gRPC call does.
+		cond := n.health.Add("intake", "subscribing to "+n.lay.ProcessSubject())
+		select {
+		case <-subscribed:
+			cond.OK()
+		case <-ictx.Done():
+		case <-ctx.Done(): // stopped while NATS cannot confirm it
+		}
 	}
 	if n.opts.Ready != nil && gctx.Err() == nil {
 		n.opts.Ready(n.info)
@@ -763,12 +771,13 @@ func (n *node) intakeConfig() intake.AsyncConfig {
 	}
 }
 
-// startIntakes runs the synchronous and asynchronous NATS intakes of a gateway. It returns what closes
-// the connection used to ask the write handler for message types.
-func (n *node) startIntakes(ctx context.Context, g *errgroup.Group, nc *nats.Conn, js jetstream.JetStream, gw *gatewayServer) (func(), error) {
+// startIntakes runs the synchronous and asynchronous NATS intakes of a gateway. It returns a channel
+// closed once the synchronous one's subscription is confirmed, and what closes the connection used to
+// ask the write handler for message types.
+func (n *node) startIntakes(ctx context.Context, g *errgroup.Group, nc *nats.Conn, js jetstream.JetStream, gw *gatewayServer) (<-chan struct{}, func(), error) {
 	types, closeTypes, err := n.messageTypes()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	log := n.log.With("role", "intake")
 	sync := intake.NewSync(intake.SyncConfig{Layout: n.lay}, nc, gw.svc, types, log)
@@ -776,14 +785,7 @@ func (n *node) startIntakes(ctx context.Context, g *errgroup.Group, nc *nats.Con
 		Metrics: n.metrics, DrainTimeout: n.cfg.ShutdownTimeout})
 	g.Go(func() error { return sync.Run(ctx) })
 	g.Go(func() error { return async.Run(ctx) })
-	// Ready means a producer's request finds this gateway, as a gRPC call does.
-	cond := n.health.Add("intake", "subscribing to "+n.lay.ProcessSubject())
-	select {
-	case <-sync.Subscribed():
-		cond.OK()
-	case <-ctx.Done():
-	}
-	return closeTypes, nil
+	return sync.Subscribed(), closeTypes, nil
 }
 
 // messageTypes is where the intakes find the application's message types for JSON: the descriptor set
