@@ -181,6 +181,10 @@ type resources struct {
 
 func (n *node) run(ctx context.Context) error {
 	cfg, log := n.cfg, n.log
+	// Not ready until every role runs. Each step adds its own condition when it begins, so without
+	// this one /readyz answered 200 between two steps (seen: between the NATS connection and set-up,
+	// a gateway's probe passed and its first command was answered "starting").
+	starting := n.health.Add("start", "starting the roles")
 	// Listeners first: probes and the gateway's health answer (not ready) while NATS is awaited.
 	if cfg.MetricsAddress != "" {
 		mux := http.NewServeMux()
@@ -292,6 +296,7 @@ func (n *node) run(ctx context.Context) error {
 		case <-ctx.Done(): // stopped while NATS cannot confirm it
 		}
 	}
+	starting.OK()
 	if n.opts.Ready != nil && gctx.Err() == nil {
 		n.opts.Ready(n.info)
 	}

@@ -105,7 +105,8 @@ func TestStartBeforeNATSIsReachable(t *testing.T) {
 	cfg := costest.Config(t, "nats://"+addr, costest.ServeGRPC(t, h.Register))
 	r := costest.Launch(t, cfg, node.Options{Roles: node.Roles{Gateway: true, Worker: true}})
 	waitWaiting(t, r, "connecting to NATS")
-	if code, body := readyz(t, r); code != http.StatusServiceUnavailable || !strings.Contains(body, "nats") {
+	// "start" holds readiness until every role runs, so no step's gap reads as ready.
+	if code, body := readyz(t, r); code != http.StatusServiceUnavailable || !strings.Contains(body, "nats") || !strings.Contains(body, "start: starting the roles") {
 		t.Fatalf("/readyz while waiting: %d %s", code, body)
 	}
 	if st := grpcHealth(t, r.Addrs.GRPCAddr); st != healthpb.HealthCheckResponse_NOT_SERVING {
